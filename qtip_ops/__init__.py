@@ -1,0 +1,32 @@
+"""qtip_ops: QTIP trellis-coded quantized weights as PyTorch custom ops.
+
+Importing the package registers the `torch.ops.qtip.*` ops (rht, decode_states, bitshift_decode,
+viterbi_quantize, gemv) with their CPU (and, where built, CUDA) kernels, fake kernels and autograd.
+"""
+
+from .codes import MODES, code_rms, default_hyb_tlut, random_lut
+from .hadamard import hadamard_dense, hadamard_k
+from .layout import dense_to_sequences, sequences_to_dense
+from .ops import bitshift_decode, decode_states, decode_weight, gemv, rht, viterbi_quantize
+from .quantize_matrix import QuantizedMatrix, quantize_matrix
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODES",
+    "QuantizedMatrix",
+    "bitshift_decode",
+    "code_rms",
+    "decode_states",
+    "decode_weight",
+    "default_hyb_tlut",
+    "dense_to_sequences",
+    "gemv",
+    "hadamard_dense",
+    "hadamard_k",
+    "quantize_matrix",
+    "random_lut",
+    "rht",
+    "sequences_to_dense",
+    "viterbi_quantize",
+]

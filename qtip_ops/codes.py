@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from importlib import resources
+from pathlib import Path
 
 import torch
 
@@ -68,8 +70,17 @@ def kmeans(samples: torch.Tensor, centers: torch.Tensor, thresh: float = 1e-5, m
     return centers
 
 
-@lru_cache(maxsize=8)
-def _default_hyb_tlut(q: int, seed: int, samples: int) -> torch.Tensor:
+# The default table ships with the package: the reference's recipe (2^20 samples) takes minutes of k-means.
+DEFAULT_HYB = {"q": 9, "seed": 0, "samples": 1 << 20}
+_DEFAULT_HYB_FILE = "data/hyb_tlut_q9_seed0.txt"
+
+
+def compute_hyb_tlut(q: int = 9, seed: int = 0, samples: int = 1 << 20) -> torch.Tensor:
+    """The HYB codebook, computed: k-means on `samples` 2-D N(0, I) points starting from `randn(2^q, 2)`
+    centres (one torch.Generator seeded with `seed` draws both), rescaled to a population std of
+    sqrt(15/16) (SPEC §2). Returns (2^q, 2) float16, like the reference's per-layer tlut."""
+    if not 1 <= q <= 15:
+        raise ValueError(f"q must be in [1, 15], got q={q}")
     gen = torch.Generator().manual_seed(seed)
     points = torch.randn(samples, 2, generator=gen, dtype=torch.float64)
     init = torch.randn(1 << q, 2, generator=gen, dtype=torch.float64)
@@ -78,14 +89,25 @@ def _default_hyb_tlut(q: int, seed: int, samples: int) -> torch.Tensor:
     return centers.to(torch.float16)
 
 
-def default_hyb_tlut(q: int = 9, seed: int = 0, samples: int = 1 << 18) -> torch.Tensor:
-    """The HYB codebook: k-means on `samples` 2-D N(0, I) points from `randn(2^q, 2)` centres, rescaled to a
-    population std of sqrt(15/16) (SPEC §2). Deterministic in (q, seed, samples); (2^q, 2) float16, like the
-    reference's per-layer tlut. The reference uses 2^20 samples; 2^18 gives the same MSE within noise at a
-    fraction of the time."""
-    if not 1 <= q <= 15:
-        raise ValueError(f"q must be in [1, 15], got q={q}")
-    return _default_hyb_tlut(q, seed, samples).clone()
+@lru_cache(maxsize=8)
+def _hyb_tlut(q: int, seed: int, samples: int) -> torch.Tensor:
+    if {"q": q, "seed": seed, "samples": samples} == DEFAULT_HYB:
+        text = resources.files("qtip_ops").joinpath(_DEFAULT_HYB_FILE).read_text()
+        return torch.tensor([float.fromhex(v) for v in text.split()], dtype=torch.float64).view(-1, 2).half()
+    return compute_hyb_tlut(q, seed, samples)
+
+
+def default_hyb_tlut(q: int = 9, seed: int = 0, samples: int = 1 << 20) -> torch.Tensor:
+    """The HYB codebook for (q, seed, samples): deterministic; the default arguments load the shipped copy
+    of compute_hyb_tlut(9, 0, 2^20), other arguments compute it (seconds to minutes)."""
+    return _hyb_tlut(q, seed, samples).clone()
+
+
+def write_default_hyb_tlut() -> None:
+    """Regenerates the shipped default table (python -c 'import qtip_ops.codes as c; c.write_default_hyb_tlut()')."""
+    table = compute_hyb_tlut(**DEFAULT_HYB).double()
+    path = Path(__file__).resolve().parent / _DEFAULT_HYB_FILE
+    path.write_text("\n".join(f"{a.hex()} {b.hex()}" for a, b in table.tolist()) + "\n")
 
 
 def random_lut(L: int, V: int, seed: int = 0) -> torch.Tensor:

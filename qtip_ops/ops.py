@@ -94,7 +94,7 @@ def _(x, L, K, V, mode, tlut, tail_biting=True):
 def _(x, packed, m, n, L, K, V, mode, tlut):
     torch._check(x.shape[-1] == n, lambda: f"gemv input's last dim must be n={n}, got {x.shape[-1]}")
     torch._check(packed.shape[1] * 16 == TILE_WEIGHTS * K, lambda: "packed trellis must have 16*K words per tile")
-    return x.new_empty((*x.shape[:-1], m), memory_format=torch.contiguous_format)
+    return x.new_empty((*x.shape[:-1], m))
 
 
 # ---------------------------------------------------------------------------------------------- autograd

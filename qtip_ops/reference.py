@@ -60,7 +60,7 @@ def unpack_states(packed: torch.Tensor, L: int, K: int, V: int, T: int, tail_bit
     """(B, words) int16 stream -> (B, T/V) states: step t reads the L bits from bit K*V*t, cyclically."""
     bits_total = stream_bits(T, L, K, V, tail_biting)
     shifts = 15 - torch.arange(16, device=packed.device)
-    bits = ((packed.to(torch.int64)[..., None] >> shifts) & 1).reshape(packed.shape[0], -1)
+    bits = ((packed.to(torch.int64)[..., None] >> shifts) & 1).reshape(packed.shape[0], packed.shape[1] * 16)
     positions = (torch.arange(T // V, device=packed.device)[:, None] * K * V + torch.arange(L, device=packed.device))
     windows = bits[:, positions % bits_total]  # (B, steps, L)
     weights = 1 << torch.arange(L - 1, -1, -1, device=packed.device)
@@ -75,9 +75,9 @@ def pack_states(states: torch.Tensor, L: int, K: int, V: int, tail_biting: bool 
     s = states.to(torch.int64)
     head = (s[:, :1] >> torch.arange(L - 1, -1, -1, device=s.device)) & 1
     tail = (s[:, 1:, None] >> torch.arange(kv - 1, -1, -1, device=s.device)) & 1
-    bits = torch.cat([head, tail.reshape(B, -1)], dim=1)[:, : stream_bits(steps * V, L, K, V, tail_biting)]
+    bits = torch.cat([head, tail.reshape(B, (steps - 1) * kv)], dim=1)[:, : stream_bits(steps * V, L, K, V, tail_biting)]
     pad = (-bits.shape[1]) % 16
-    bits = torch.nn.functional.pad(bits, (0, pad)).reshape(B, -1, 16)
+    bits = torch.nn.functional.pad(bits, (0, pad)).reshape(B, (bits.shape[1] + pad) // 16, 16)
     words = (bits << torch.arange(15, -1, -1, device=s.device)).sum(-1)
     return ((words ^ 0x8000) - 0x8000).to(torch.int16)
 

@@ -1,0 +1,37 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+import qtip_ops  # noqa: E402
+
+settings.register_profile(
+    "default", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="session")
+def hyb_tlut():
+    return qtip_ops.default_hyb_tlut()  # the shipped default table
+
+
+def make_tlut(mode: str, L: int, V: int, hyb_tlut=None):
+    """The table a mode needs (None for computed modes)."""
+    if mode == "lut":
+        return qtip_ops.random_lut(L, V, seed=L * 10 + V)
+    if mode == "hyb":
+        return hyb_tlut if hyb_tlut is not None else qtip_ops.default_hyb_tlut(q=6, samples=1 << 12)
+    return None
+
+
+# (mode, V) pairs that exist; every test that sweeps modes uses this list.
+MODE_V = [("lut", 1), ("lut", 2), ("1mad", 1), ("2mad", 1), ("3inst", 1), ("hyb", 2)]
+
+cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch._C._dispatch_has_kernel_for_dispatch_key("qtip::gemv", "CUDA")),
+    reason="needs an NVIDIA GPU and qtip_ops built with its CUDA kernels",
+)

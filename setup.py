@@ -15,7 +15,10 @@ from setuptools import setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 # Bit-exact agreement between kernels and devices needs the compiler to keep a*b + c as two roundings.
-CXX_FLAGS = ["-O3", "-ffp-contract=off"]
+# -fopenmp: at::parallel_for's OpenMP loop is inline in torch's headers, so without it our loops run serially
+# (the process shares torch's libgomp.so.1).
+CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
+LINK_FLAGS = ["-fopenmp"]
 NVCC_FLAGS = ["-O3", "--fmad=false", "--expt-relaxed-constexpr"]
 
 
@@ -34,8 +37,9 @@ def extension():
             "qtip_ops._C",
             sources + cuda_sources,
             extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
+            extra_link_args=LINK_FLAGS,
         )
-    return CppExtension("qtip_ops._C", sources, extra_compile_args={"cxx": CXX_FLAGS})
+    return CppExtension("qtip_ops._C", sources, extra_compile_args={"cxx": CXX_FLAGS}, extra_link_args=LINK_FLAGS)
 
 
 setup(

@@ -24,11 +24,14 @@ ACTIVATION_SCALE = 32.0
 
 
 class QTIPLinear(nn.Module):
-    """y = x W^T (+ bias) with W stored as a packed QTIP trellis; any batch shape; compile/export friendly."""
+    """y = x W^T (+ bias) with W stored as a packed QTIP trellis; any batch shape; compile/export friendly.
+
+    `dtype` is the storage dtype of SU, SV and bias (fp16 like the reference checkpoints); the forward pass
+    computes in fp32 and returns the input's dtype."""
 
     def __init__(self, in_features: int, out_features: int, L: int = 16, K: int = 2, V: int = 2, mode: str = "hyb",
                  tlut_shape: tuple[int, int] | None = (512, 2), bias: bool = False, device=None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float16):
         super().__init__()
         if in_features % TILE or out_features % TILE:
             raise ValueError(f"QTIPLinear needs in/out features that are multiples of {TILE}, got "

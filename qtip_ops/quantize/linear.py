@@ -73,10 +73,12 @@ def quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, code: CodeConfi
         wr, hr = w, h
     scale = (wr.square().mean().sqrt() / (code.rms() * code.scale_override)).item() or 1.0
     packed, recon_r = block_ldlq(wr / scale, hr, code.quantize_block)
-    recon_r = recon_r * scale
+    # SV carries the scale and is stored in fp16: report the weight the stored layer computes with.
+    sv_stored = (sv * scale).to(torch.float16).double()
+    recon_r = recon_r * (sv_stored / sv)[:, None]
     err = proxy_error(wr, recon_r, hr)
     recon = unrotate_weight(recon_r, su, sv) if incoherence else recon_r
-    return QuantizedWeight(packed, su.float(), (sv * scale).float(), recon.float(), err)
+    return QuantizedWeight(packed, su.float(), sv_stored.float(), recon.float(), err)
 
 
 def to_qtip_linear(q: QuantizedWeight, code: CodeConfig, bias: torch.Tensor | None = None) -> QTIPLinear:

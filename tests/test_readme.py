@@ -14,8 +14,9 @@ def test_readme_python_examples_run():
 
 
 def test_quickstart_has_exactly_two_commands_and_ci_runs_the_test_one():
-    commands = re.findall(r"```bash\n(.*?)```", README.split("## Using the ops")[0], flags=re.S)
+    quickstart = README.split("## Quickstart")[1].split("\n## ")[0]
+    commands = re.findall(r"```bash\n(.*?)```", quickstart, flags=re.S)
     assert len(commands) == 2 and all(len(c.strip().splitlines()) == 1 for c in commands)
-    assert "qtip_ops.demo" in commands[0] and "pytest" in commands[1]
+    assert "qtip_ops.report" in commands[0] and "pytest" in commands[1]
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "test-command" in ci and "README.md" in ci

@@ -37,16 +37,23 @@ def check_tiled_shape(m: int, n: int) -> None:
         raise ValueError(f"weight shape ({m}, {n}) must have both dims positive multiples of {TILE}")
 
 
+# With p = 32a + 8b + 4c + 2d + f (a < 8, b < 4, c, d, f < 2, i.e. g = 4a + b and j = 2c + d), the element
+# sits at row a + 8d, column 2b + 8c + f: the in-tile order is a pure axis permutation, so the layout
+# converts with view/permute (no index tensors: cheap, and traceable by torch.compile / export).
+_SEQ_AXES = (8, 4, 2, 2, 2)  # a, b, c, d, f
+_TILE_AXES = (2, 8, 2, 4, 2)  # d, a, c, b, f  (row = (d, a), column = (c, b, f))
+
+
 def dense_to_sequences(weight: torch.Tensor) -> torch.Tensor:
     """(m, n) weight -> (m/16 * n/16, 256) trellis sequences in packed-row and in-tile order."""
     m, n = weight.shape
     check_tiled_shape(m, n)
-    tiles = weight.reshape(m // TILE, TILE, n // TILE, TILE).permute(0, 2, 1, 3).reshape(-1, TILE_WEIGHTS)
-    return tiles[:, sequence_to_tile().to(weight.device)]
+    tiles = weight.reshape(m // TILE, TILE, n // TILE, TILE).permute(0, 2, 1, 3).reshape(-1, *_TILE_AXES)
+    return tiles.permute(0, 2, 4, 3, 1, 5).reshape(-1, TILE_WEIGHTS)
 
 
 def sequences_to_dense(sequences: torch.Tensor, m: int, n: int) -> torch.Tensor:
     """Inverse of dense_to_sequences."""
     check_tiled_shape(m, n)
-    tiles = sequences[:, tile_to_sequence().to(sequences.device)]
+    tiles = sequences.reshape(-1, *_SEQ_AXES).permute(0, 4, 1, 3, 2, 5)
     return tiles.reshape(m // TILE, n // TILE, TILE, TILE).permute(0, 2, 1, 3).reshape(m, n)

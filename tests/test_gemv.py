@@ -94,3 +94,15 @@ def test_bad_shapes_name_the_expected_value(m, n, x_shape, packed_shape, message
 def test_wrong_packed_dtype_is_rejected():
     with pytest.raises(RuntimeError, match="int16"):
         qtip_ops.gemv(torch.randn(1, 32), torch.zeros(4, 32, dtype=torch.int32), 32, 32, 16, 2, 1, "1mad", None)
+
+
+def test_layout_permutation_matches_the_fragment_formula():
+    from qtip_ops.layout import sequence_to_tile
+
+    seqs = torch.arange(2 * 256, dtype=torch.float32).view(2, 256)
+    dense = sequences_to_dense(seqs, 16, 32)
+    q = sequence_to_tile()  # p -> 16 r + c from the formula in layout.py's docstring
+    for p in range(256):
+        r, c = divmod(q[p].item(), 16)
+        assert dense[r, c] == p and dense[r, 16 + c] == 256 + p
+    assert torch.equal(dense_to_sequences(dense), seqs)

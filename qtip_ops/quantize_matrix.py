@@ -42,10 +42,6 @@ class QuantizedMatrix:
     def dense(self) -> torch.Tensor:
         return decode_weight(self.packed, *self.code_args()) * self.scale
 
-    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        """W @ x for x (n, ...) is not the gemv convention; use .apply(x) for x @ W^T."""
-        raise TypeError("use QuantizedMatrix.apply(x) for x @ W^T")
-
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """x @ W^T through the fused qtip::gemv."""
         return gemv(x, self.packed, *self.code_args()) * self.scale

@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "../checks.h"
+#include "dispatch.h"
 #include "table.h"
+#include "viterbi_avx2.h"
 
 namespace qtip {
 namespace {
@@ -132,6 +134,11 @@ std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cpu(const at::Tensor& x, int
   if (B == 0) return {packed, recon};
 
   const StateTable table(code);
+  // The AVX2 kernel reads the state values in its own blocked layout; it gives the same paths bit for bit.
+  const bool avx2 = use_avx2() && viterbi_avx2_covers(code.L, code.bits_per_step());
+  const std::vector<float> blocked =
+      avx2 ? viterbi_blocked_table(table.values[0].data(), V == 2 ? table.values[1].data() : nullptr, code.L, code.V)
+           : std::vector<float>();
   const int64_t steps = T / V;
   const int64_t shift_steps = steps / 2;  // the tail-biting pre-pass rolls x by half the sequence
   const float* xp = xf.data_ptr<float>();
@@ -139,7 +146,16 @@ std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cpu(const at::Tensor& x, int
   float* rp = recon.data_ptr<float>();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     Workspace ws;
+    ViterbiAvx2Scratch ws_avx2;
     std::vector<uint32_t> path(steps);
+    auto best_path = [&](const float* seq, Ends e) {
+      if (avx2) {
+        viterbi_path_avx2(seq, steps, code.L, code.bits_per_step(), code.V, blocked.data(), e.overlap, ws_avx2,
+                          path.data());
+      } else {
+        viterbi_path(seq, steps, code, table, e, ws, path.data());
+      }
+    };
     std::vector<float> rolled(T);
     for (int64_t b = begin; b < end; ++b) {
       const float* xb = xp + b * T;
@@ -148,10 +164,10 @@ std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cpu(const at::Tensor& x, int
         // rolled[i] = x[(i - shift) mod T]: original position 0 lands on step shift_steps.
         const int64_t shift = shift_steps * V;
         for (int64_t i = 0; i < T; ++i) rolled[i] = xb[(i - shift + T) % T];
-        viterbi_path(rolled.data(), steps, code, table, Ends{}, ws, path.data());
+        best_path(rolled.data(), Ends{});
         ends.overlap = path[shift_steps] >> code.bits_per_step();
       }
-      viterbi_path(xb, steps, code, table, ends, ws, path.data());
+      best_path(xb, ends);
       pack_path(path.data(), steps, code, bits, pp + b * nwords, nwords);
       for (int64_t t = 0; t < steps; ++t)
         for (int v = 0; v < V; ++v) rp[b * T + t * V + v] = table.values[v][path[t]];

@@ -44,5 +44,5 @@ def damp(hessian: torch.Tensor, relative: float = 0.01) -> torch.Tensor:
     relative · I, multiply back)."""
     mean_diag = hessian.diagonal().mean()
     if not torch.isfinite(mean_diag) or mean_diag <= 0:
-        mean_diag = torch.ones((), dtype=hessian.dtype)
-    return hessian + relative * mean_diag * torch.eye(hessian.shape[0], dtype=hessian.dtype)
+        mean_diag = torch.ones((), dtype=hessian.dtype, device=hessian.device)
+    return hessian + relative * mean_diag * torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)

@@ -24,12 +24,14 @@ def block_ldl(hessian: torch.Tensor, block: int = TILE) -> torch.Tensor:
         raise ValueError(f"Hessian is not positive definite (Cholesky failed at column {info.item()}); "
                          "increase damping")
     blocks = chol.view(n // block, block, n // block, block).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
-    inv_diag = torch.linalg.solve_triangular(blocks, torch.eye(block, dtype=h.dtype).expand_as(blocks), upper=False)
+    eye = torch.eye(block, dtype=h.dtype, device=h.device)
+    inv_diag = torch.linalg.solve_triangular(blocks, eye.expand_as(blocks), upper=False)
     unit = chol.view(n, n // block, block).permute(1, 0, 2) @ inv_diag  # (blocks, n, block): C[:, k] C_kk⁻¹
     unit = unit.view(n // block, n // block, block, block)  # [k, i]: block (i, k) of L
-    unit[torch.arange(n // block), torch.arange(n // block)] = torch.eye(block, dtype=h.dtype)  # exact, not ~1e-17 off
+    diag = torch.arange(n // block, device=h.device)
+    unit[diag, diag] = eye  # exact, not ~1e-17 off
     lower = unit.view(n // block, n // block, block, block).permute(1, 2, 0, 3).reshape(n, n)
-    return lower - torch.eye(n, dtype=h.dtype)
+    return lower - torch.eye(n, dtype=h.dtype, device=h.device)
 
 
 # quantize_block(targets (m, 16)) -> (packed (m/16, words), reconstruction (m, 16))
@@ -39,9 +41,10 @@ BlockQuantizer = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 def block_ldlq(weight: torch.Tensor, hessian: torch.Tensor, quantize_block: BlockQuantizer,
                block: int = TILE) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantizes weight (m, n) against hessian (n, n). Returns the packed tiles in gemv's row-major tile
-    order ((m/16)·(n/16), words) and the dense reconstruction (m, n)."""
+    order ((m/16)·(n/16), words) and the dense reconstruction (m, n), on the weight's device (the Hessian
+    is moved there). Memory: a few (m, n) and (n, n) float64 buffers, nothing per block beyond one update."""
     m, n = weight.shape
-    a = block_ldl(hessian, block)
+    a = block_ldl(hessian.to(weight.device), block)
     w = weight.to(torch.float64)
     recon = torch.zeros_like(w)
     packed_blocks = [None] * (n // block)

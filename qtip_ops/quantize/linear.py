@@ -29,6 +29,7 @@ class CodeConfig:
     # widens the distribution the trellis sees, so a slightly narrower target loses less to the tails).
     scale_override: float = 0.9
     tlut: torch.Tensor | None = field(default=None, repr=False)
+    _tlut_on: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device -> tlut copy
 
     def __post_init__(self):
         if self.V is None:
@@ -39,11 +40,20 @@ class CodeConfig:
     def rms(self) -> float:
         return code_rms(self.mode, self.L, self.V, self.tlut)
 
+    def tlut_on(self, device: torch.device) -> torch.Tensor | None:
+        """The tlut on `device`, copied there once (BlockLDLQ calls Viterbi once per 16-column block)."""
+        if self.tlut is None or self.tlut.device == device:
+            return self.tlut
+        key = str(device)
+        if key not in self._tlut_on:
+            self._tlut_on[key] = self.tlut.to(device)
+        return self._tlut_on[key]
+
     def quantize_block(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(m, 16) targets -> (packed tiles (m/16, 16K), reconstruction (m, 16))."""
         m, cols = target.shape
         sequences = dense_to_sequences(target)
-        tlut = None if self.tlut is None else self.tlut.to(target.device)
+        tlut = self.tlut_on(target.device)
         packed, recon = viterbi_quantize(sequences, self.L, self.K, self.V, self.mode, tlut)
         return packed, sequences_to_dense(recon, m, cols)
 
@@ -62,14 +72,16 @@ def quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, code: CodeConfi
     """Quantizes weight (m, n) against the input Hessian (n, n). incoherence=False skips the signs and the
     Hadamard transforms (for ablations: the result then has no QTIPLinear form)."""
     m, n = weight.shape
+    device = weight.device  # everything runs where the weight is (GPU when the model is there)
     w = weight.detach().to(torch.float64)
-    h = damp(hessian.to(torch.float64), code.damping)
-    gen = torch.Generator().manual_seed(seed)
+    h = damp(hessian.to(device=device, dtype=torch.float64), code.damping)
+    gen = torch.Generator().manual_seed(seed)  # signs drawn on the CPU: the same on every device
     if incoherence:
-        su, sv = random_signs(n, gen).double(), random_signs(m, gen).double()
+        su, sv = random_signs(n, gen).double().to(device), random_signs(m, gen).double().to(device)
         wr, hr = rotate_weight(w, su, sv), rotate_hessian(h, su)
     else:
-        su, sv = torch.ones(n, dtype=torch.float64), torch.ones(m, dtype=torch.float64)
+        su = torch.ones(n, dtype=torch.float64, device=device)
+        sv = torch.ones(m, dtype=torch.float64, device=device)
         wr, hr = w, h
     scale = (wr.square().mean().sqrt() / (code.rms() * code.scale_override)).item() or 1.0
     packed, recon_r = block_ldlq(wr / scale, hr, code.quantize_block)

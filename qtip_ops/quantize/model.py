@@ -1,6 +1,10 @@
 """Quantize a causal LM layer by layer: capture the inputs of the first decoder layer once, then for each
 layer accumulate the input Hessians of its linears, quantize them, and run the quantized layer to produce
-the next layer's inputs. Only one layer's Hessians are ever in memory."""
+the next layer's inputs. Only one layer's Hessians are ever in memory.
+
+Device: the work runs on `device` (default: where the decoder layers are). A model kept on the CPU with
+device="cuda" is quantized with one decoder layer at a time on the GPU (moved there, quantized, moved back),
+so GPU memory is bounded by one layer, its Hessians and the calibration activations."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models import decoder_layers, linear_layers, set_submodule
+from .device import module_device, to_device
 from .linear import CodeConfig, quantize_weight, to_qtip_linear
 
 
@@ -95,38 +100,71 @@ class HessianAccumulator:
             h.remove()
 
 
+def layer_hessians(layer: nn.Module, inputs) -> HessianAccumulator:
+    """Runs the (unquantized) layer on every input batch and returns its linears' Hessians."""
+    acc = HessianAccumulator(layer)
+    try:
+        for hidden, kwargs in inputs:
+            run_layer(layer, hidden, kwargs)
+            acc.flush()
+    finally:
+        acc.close()
+    return acc
+
+
+def quantize_layer(layer: nn.Module, idx: int, prefix: str, acc: HessianAccumulator, code: CodeConfig,
+                   skip: tuple[str, ...] = (), seed: int = 0, on_layer=None) -> list[LayerReport]:
+    """Replaces the linears of decoder layer `idx` by QTIPLinears, in place, from the Hessians in `acc`."""
+    reports = []
+    for j, (name, linear) in enumerate(acc.linears.items()):
+        full = f"{prefix}.{idx}.{name}"
+        if any(s in full for s in skip):
+            continue
+        start = time.perf_counter()
+        q = quantize_weight(linear.weight, acc.hessian(name), code, seed=seed * 1_000_003 + idx * 64 + j)
+        set_submodule(layer, name, to_qtip_linear(q, code, linear.bias).to(linear.weight.device))
+        reports.append(LayerReport(full, tuple(linear.weight.shape), q.proxy_error, time.perf_counter() - start))
+        if on_layer is not None:
+            on_layer(reports[-1])
+    return reports
+
+
+def next_inputs(layer: nn.Module, inputs) -> list:
+    return [(run_layer(layer, hidden, kwargs), kwargs) for hidden, kwargs in inputs]
+
+
+def layers_prefix(model: nn.Module) -> str:
+    layers = decoder_layers(model)
+    return next(name for name, m in model.named_modules() if m is layers)
+
+
+def calibration_inputs(model: nn.Module, calibration_ids: torch.Tensor, batch_size: int, device) -> list:
+    """The first decoder layer's inputs (captured where the model is), moved to `device`."""
+    return to_device(capture_first_layer_inputs(model, calibration_ids, batch_size), device)
+
+
 @torch.no_grad()
 def quantize_model(model: nn.Module, calibration_ids: torch.Tensor, code: CodeConfig, batch_size: int = 8,
                    skip: tuple[str, ...] = (), seed: int = 0, progress: bool = True,
-                   on_layer=None) -> list[LayerReport]:
+                   on_layer=None, device: torch.device | str | None = None) -> list[LayerReport]:
     """Replaces every nn.Linear inside the decoder layers (except names containing an entry of `skip`) by a
-    QTIPLinear, in place. Returns one report per quantized linear."""
+    QTIPLinear, in place. Returns one report per quantized linear. `device`: where Hessians, BlockLDLQ and
+    Viterbi run (default: the decoder layers' device); layers elsewhere visit it one at a time."""
     layers = decoder_layers(model)
-    prefix = next(name for name, m in model.named_modules() if m is layers)
-    inputs = capture_first_layer_inputs(model, calibration_ids, batch_size)
+    prefix = layers_prefix(model)
+    device = module_device(layers[0]) if device is None else torch.device(device)
+    inputs = calibration_inputs(model, calibration_ids, batch_size, device)
     reports: list[LayerReport] = []
     bar = tqdm(total=len(layers), desc=f"QTIP K={code.K} L={code.L} {code.mode}", unit="layer", disable=not progress)
     for idx, layer in enumerate(layers):
-        acc = HessianAccumulator(layer)
-        try:
-            for hidden, kwargs in inputs:
-                run_layer(layer, hidden, kwargs)
-                acc.flush()
-        finally:
-            acc.close()
-        for j, (name, linear) in enumerate(acc.linears.items()):
-            full = f"{prefix}.{idx}.{name}"
-            if any(s in full for s in skip):
-                continue
-            start = time.perf_counter()
-            q = quantize_weight(linear.weight, acc.hessian(name), code, seed=seed * 1_000_003 + idx * 64 + j)
-            set_submodule(layer, name, to_qtip_linear(q, code, linear.bias).to(linear.weight.device))
-            reports.append(LayerReport(full, tuple(linear.weight.shape), q.proxy_error, time.perf_counter() - start))
-            if on_layer is not None:
-                on_layer(reports[-1])
+        home = module_device(layer)
+        layer.to(device)
+        acc = layer_hessians(layer, inputs)
+        layer_reports = quantize_layer(layer, idx, prefix, acc, code, skip, seed, on_layer)
+        reports.extend(layer_reports)
         del acc
-        inputs = [(run_layer(layer, hidden, kwargs), kwargs) for hidden, kwargs in inputs]
-        layer_reports = [r for r in reports if r.name.startswith(f"{prefix}.{idx}.")]
+        inputs = next_inputs(layer, inputs)
+        layer.to(home)
         if layer_reports:
             bar.set_postfix(proxy=f"{sum(r.proxy_error for r in layer_reports) / len(layer_reports):.4f}")
         bar.update()

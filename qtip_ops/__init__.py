@@ -4,6 +4,7 @@ Importing the package registers the `torch.ops.qtip.*` ops (rht, decode_states, 
 viterbi_quantize, gemv) with their CPU (and, where built, CUDA) kernels, fake kernels and autograd.
 """
 
+from .cpu import cpu_path, set_cpu_path
 from .codes import MODES, code_rms, default_hyb_tlut, random_lut
 from .hadamard import hadamard_dense, hadamard_k
 from .layout import dense_to_sequences, sequences_to_dense
@@ -17,6 +18,7 @@ __all__ = [
     "QuantizedMatrix",
     "bitshift_decode",
     "code_rms",
+    "cpu_path",
     "decode_states",
     "decode_weight",
     "default_hyb_tlut",
@@ -28,5 +30,6 @@ __all__ = [
     "random_lut",
     "rht",
     "sequences_to_dense",
+    "set_cpu_path",
     "viterbi_quantize",
 ]

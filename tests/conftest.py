@@ -35,3 +35,31 @@ cuda = pytest.mark.skipif(
     not (torch.cuda.is_available() and torch._C._dispatch_has_kernel_for_dispatch_key("qtip::gemv", "CUDA")),
     reason="needs an NVIDIA GPU and qtip_ops built with its CUDA kernels",
 )
+
+
+# The op tests run once per CPU path (AVX2 where the CPU has it, and the portable scalar kernels), so both stay
+# correct; tests marked slow, or one_path, run on the default path only, to keep the suite short.
+PATH_MODULES = {"test_codes", "test_gemv", "test_rht", "test_viterbi"}
+qtip_ops.set_cpu_path("auto")
+CPU_PATHS = ["avx2", "scalar"] if qtip_ops.cpu_path() == "avx2" else ["scalar"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "one_path: run on the default CPU path only (slow, path-independent)")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__ not in PATH_MODULES:
+        return
+    marks = {m.name for m in metafunc.definition.iter_markers()}
+    paths = CPU_PATHS if not marks & {"slow", "one_path"} else CPU_PATHS[:1]
+    metafunc.fixturenames.append("cpu_path")
+    metafunc.parametrize("cpu_path", paths, indirect=True)
+
+
+@pytest.fixture
+def cpu_path(request):
+    """Runs the test on the CPU kernels named by the parameter, then restores automatic selection."""
+    qtip_ops.set_cpu_path("scalar" if request.param == "scalar" else "auto")
+    yield request.param
+    qtip_ops.set_cpu_path("auto")

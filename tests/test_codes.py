@@ -119,6 +119,7 @@ def test_out_of_range_state_is_rejected():
         qtip_ops.decode_states(torch.tensor([0, 256]), "1mad", 8, 1)
 
 
+@pytest.mark.one_path  # path-independent (reference or fp64 work): one CPU path is enough
 def test_default_hyb_tlut_is_deterministic_and_scaled():
     a = qtip_ops.default_hyb_tlut(q=8, seed=3, samples=1 << 13)
     b = qtip_ops.default_hyb_tlut(q=8, seed=3, samples=1 << 13)
@@ -135,6 +136,7 @@ def test_code_rms_matches_decoded_values(hyb_tlut):
     assert qtip_ops.code_rms("hyb", 16, 2, hyb_tlut) == pytest.approx(values.square().mean().sqrt().item(), rel=1e-6)
 
 
+@pytest.mark.one_path  # path-independent (reference or fp64 work): one CPU path is enough
 def test_hadamard_fingerprints_match_spec():
     # SPEC §4: first 16 hex digits of sha256 over the int8 row-major bytes.
     expected = {
@@ -149,6 +151,7 @@ def test_hadamard_fingerprints_match_spec():
         assert digest == fingerprint, k
 
 
+@pytest.mark.one_path  # path-independent (reference or fp64 work): one CPU path is enough
 def test_generated_hadamard_header_is_current():
     from pathlib import Path
     import importlib.util

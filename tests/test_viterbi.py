@@ -108,6 +108,7 @@ def _optimal_tail_biting_mse(x, L, K, V, tlut):
     return mse.view(B, overlaps).min(1).values
 
 
+@pytest.mark.one_path  # path-independent (reference or fp64 work): one CPU path is enough
 @pytest.mark.parametrize("K", [1, 2, 3])
 def test_tail_biting_is_within_one_percent_of_the_optimal_cyclic_path(K):
     """Paper Table 2: the two-pass tail-biting of Alg. 4 against the optimal tail-biting path."""

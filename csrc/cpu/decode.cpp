@@ -2,7 +2,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <memory>
+
 #include "../checks.h"
+#include "dispatch.h"
+#include "kernels_avx2.h"
 #include "table.h"
 
 namespace qtip {
@@ -53,9 +57,16 @@ at::Tensor bitshift_decode_cpu(const at::Tensor& packed, int64_t L, int64_t K, i
   const int64_t B = p.size(0);
   at::Tensor out = at::empty({B, T}, packed.options().dtype(at::kFloat));
   if (B == 0) return out;
-  const StateTable table(code);
   const uint16_t* pp = reinterpret_cast<const uint16_t*>(p.data_ptr<int16_t>());
   float* op = out.data_ptr<float>();
+  if (use_avx2()) {
+    // V=2 codes decode from their (rows, 2) table; V=1 codes from the value of every state.
+    const bool own_table = code.V == 1 && code.mode != Mode::LUT;
+    std::unique_ptr<StateTable> values = own_table ? std::make_unique<StateTable>(code) : nullptr;
+    const float* v0 = own_table ? values->values[0].data() : code.table_ptr();
+    if (bitshift_decode_avx2(pp, B, words, T, tail_biting, code, v0, op)) return out;
+  }
+  const StateTable table(code);
   const int64_t steps = T / V;
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {

@@ -1,68 +1,101 @@
 // CPU kernel of gemv: y = x @ W^T with W (m x n) stored as packed 16x16 tiles, row-major over the
 // (m/16, n/16) tile grid, each tile one tail-biting trellis sequence in the in-tile order of codes.h.
 //
-// Up to kFusedRows rows of x, each tile is decoded once into registers/L1 and applied to every row, so
-// nothing proportional to m*n is allocated. Larger batches decode a stripe of rows into a scratch
-// buffer and hand it to the dense GEMM, where the decode cost is amortised over the batch.
+// Up to kFusedRows rows of x, each tile is decoded once and applied to every row (gemv_layout.h fixes the
+// order of the multiply-adds, the same in the scalar and AVX2 kernels), so nothing proportional to m*n is
+// allocated. Larger batches decode a stripe of W's rows into a scratch buffer of about 1 MiB and hand it to
+// the dense GEMM, where the decode cost is amortised over the batch.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <memory>
 #include <vector>
 
 #include "../checks.h"
+#include "dispatch.h"
+#include "gemv_layout.h"
+#include "kernels_avx2.h"
 #include "table.h"
-#include "tile.h"
 
 namespace qtip {
 namespace {
 
-constexpr int64_t kFusedRows = 32;
-constexpr int64_t kStripeRows = 256;  // rows of W decoded per GEMM call on the large-batch path
+constexpr int64_t kFusedRows = 64;
+constexpr int64_t kStripeBytes = int64_t{1} << 20;
 
-void gemv_fused(const float* x, int64_t R, const uint16_t* packed, int64_t m, int64_t n, const Code& c,
-                const StateTable& table, float* y) {
-  const int64_t tile_cols = n / kTile;
-  const int64_t words = kTileWeights * c.K / 16;
-  at::parallel_for(0, m / kTile, 1, [&](int64_t begin, int64_t end) {
-    float tile[kTileWeights];
-    std::vector<float> acc(R * kTile);
-    for (int64_t i = begin; i < end; ++i) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j < tile_cols; ++j) {
-        decode_tile(packed + (i * tile_cols + j) * words, c, table, tile);
-        for (int64_t b = 0; b < R; ++b) {
-          const float* xb = x + b * n + j * kTile;
-          float* ab = acc.data() + b * kTile;
-          for (int r = 0; r < kTile; ++r) {
-            const float* wr = tile + r * kTile;
-            float sum = 0.0f;
-            for (int k = 0; k < kTile; ++k) sum += wr[k] * xb[k];
-            ab[r] += sum;
-          }
-        }
+// The value of every state for V=1 codes (the LUT itself, or the computed code's table); the V=2 kernels
+// read the (rows, 2) table directly. Built only when some kernel needs it.
+struct Values {
+  std::unique_ptr<StateTable> table;
+  const float* v0 = nullptr;
+  Values(const Code& c, bool scalar) {
+    if (!scalar && c.mode == Mode::LUT && c.V == 1) {
+      v0 = c.table_ptr();
+    } else if (scalar || c.V == 1) {
+      table = std::make_unique<StateTable>(c);
+      v0 = table->values[0].data();
+    }
+  }
+};
+
+// Sequence-order weights of `count` tiles from `first` (scalar path).
+void decode_tiles_scalar(const uint16_t* packed, int64_t first, int64_t count, const Code& c,
+                         const StateTable& table, float* out) {
+  const int64_t words = kTileWeights * c.K / 16, bits = kTileWeights * c.K;
+  at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const uint16_t* w = packed + (first + t) * words;
+      float* o = out + t * kTileWeights;
+      for (int64_t s = 0; s < kTileWeights / c.V; ++s) {
+        const uint32_t state = read_window(w, s * c.bits_per_step(), c.L, bits);
+        for (int v = 0; v < c.V; ++v) o[s * c.V + v] = table.values[v][state];
       }
-      for (int64_t b = 0; b < R; ++b)
-        std::copy(acc.data() + b * kTile, acc.data() + (b + 1) * kTile, y + b * m + i * kTile);
     }
   });
 }
 
+void gemv_fused_scalar(const float* xs, int64_t R, const uint16_t* packed, int64_t m, int64_t n, const Code& c,
+                       const StateTable& table, float* y) {
+  const int64_t tile_cols = n / kTile;
+  const int64_t xs_row = tile_cols * kTileXs;
+  at::parallel_for(0, m / kTile, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> w(kTileWeights), acc(R * kTileAccs);
+    float y16[16];
+    for (int64_t i = begin; i < end; ++i) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < tile_cols; ++j) {
+        decode_tiles_scalar(packed, i * tile_cols + j, 1, c, table, w.data());
+        for (int64_t r = 0; r < R; ++r)
+          accumulate_tile_scalar(w.data(), xs + r * xs_row + j * kTileXs, acc.data() + r * kTileAccs);
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        reduce_accumulators(acc.data() + r * kTileAccs, y16);
+        std::copy(y16, y16 + 16, y + r * m + i * kTile);
+      }
+    }
+  });
+}
+
+// Large batches: decode stripes of W's rows (tile rows), then one dense GEMM per stripe.
 void gemv_decode_then_gemm(const at::Tensor& x, const uint16_t* packed, int64_t m, int64_t n, const Code& c,
-                           const StateTable& table, at::Tensor& y) {
+                           const Values& values, bool avx2, at::Tensor& y) {
   const int64_t tile_cols = n / kTile;
   const int64_t words = kTileWeights * c.K / 16;
-  at::Tensor stripe = at::empty({kStripeRows, n}, x.options());
+  const int64_t stripe_rows = std::max<int64_t>(kTile, std::min<int64_t>(256, kStripeBytes / (4 * n)) / kTile * kTile);
+  at::Tensor stripe = at::empty({stripe_rows, n}, x.options());
+  std::vector<float> seq(stripe_rows / kTile * tile_cols * kTileWeights);
   float* sp = stripe.data_ptr<float>();
-  for (int64_t row0 = 0; row0 < m; row0 += kStripeRows) {
-    const int64_t rows = std::min(kStripeRows, m - row0);
-    const int64_t tiles = (rows / kTile) * tile_cols;
+  for (int64_t row0 = 0; row0 < m; row0 += stripe_rows) {
+    const int64_t rows = std::min(stripe_rows, m - row0);
+    const int64_t first = row0 / kTile * tile_cols, tiles = rows / kTile * tile_cols;
+    if (!(avx2 && bitshift_decode_avx2(packed + first * words, tiles, words, kTileWeights, true, c, values.v0,
+                                       seq.data())))
+      decode_tiles_scalar(packed, first, tiles, c, *values.table, seq.data());
     at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
-      float tile[kTileWeights];
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t i = row0 / kTile + t / tile_cols, j = t % tile_cols;
-        decode_tile(packed + (i * tile_cols + j) * words, c, table, tile);
-        for (int r = 0; r < kTile; ++r)
-          std::copy(tile + r * kTile, tile + (r + 1) * kTile, sp + ((i * kTile - row0) + r) * n + j * kTile);
+        float* dst = sp + (t / tile_cols) * kTile * n + (t % tile_cols) * kTile;
+        const float* src = seq.data() + t * kTileWeights;
+        for (int p = 0; p < kTileWeights; ++p) dst[tile_row(p) * n + tile_col(p)] = src[p];
       }
     });
     y.narrow(1, row0, rows).copy_(at::mm(x, stripe.narrow(0, 0, rows).t()));
@@ -81,11 +114,18 @@ at::Tensor gemv_cpu(const at::Tensor& x, const at::Tensor& packed, int64_t m, in
   if (R > 0) {
     const at::Tensor p = packed.contiguous();
     const uint16_t* pp = reinterpret_cast<const uint16_t*>(p.data_ptr<int16_t>());
-    const StateTable table(code);
+    const bool avx2 = use_avx2();
+    // The AVX2 kernels fall back to scalar for codes they do not cover, and those need the full table.
+    const Values values(code, !avx2 || code.bits_per_step() > 13);
     if (R <= kFusedRows) {
-      gemv_fused(xf.data_ptr<float>(), R, pp, m, n, code, table, y.data_ptr<float>());
+      std::vector<float> xs(R * (n / kTile) * kTileXs);
+      const float* xp = xf.data_ptr<float>();
+      for (int64_t r = 0; r < R; ++r) rearrange_x(xp + r * n, n, xs.data() + r * (n / kTile) * kTileXs);
+      float* yp = y.data_ptr<float>();
+      if (!(avx2 && gemv_fused_avx2(xs.data(), R, pp, m, n, code, values.v0, yp)))
+        gemv_fused_scalar(xs.data(), R, pp, m, n, code, *values.table, yp);
     } else {
-      gemv_decode_then_gemm(xf, pp, m, n, code, table, y);
+      gemv_decode_then_gemm(xf, pp, m, n, code, values, avx2, y);
     }
   }
   return y.reshape(out_shape).to(x.scalar_type());

@@ -33,3 +33,5 @@ __all__ = [
     "set_cpu_path",
     "viterbi_quantize",
 ]
+
+from . import hf as _hf  # registers the "qtip" quantization method with transformers when it is installed

@@ -32,6 +32,7 @@ def quantization_config(model: nn.Module) -> dict:
         "tlut_shape": None if first.tlut is None else list(first.tlut.shape),
         "tile": 16,
         "quantized_modules": sorted(qlayers),
+        "modules_to_not_convert": sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear)),
         "per_module": {name: {"K": m.K, "L": m.L, "V": m.V, "mode": m.mode} for name, m in qlayers.items()
                        if (m.K, m.L, m.V, m.mode) != (first.K, first.L, first.V, first.mode)},
     }
@@ -72,7 +73,8 @@ def save_quantized(model: nn.Module, out_dir: str | Path, tokenizer=None, dtype:
     try:
         config = model.config.to_dict()
         config["quantization_config"] = quantization_config(model)
-        config["torch_dtype"] = str(dtype).removeprefix("torch.")
+        # transformers reads "dtype" (v5) or "torch_dtype" (v4): declare the stored dtype under both.
+        config["dtype"] = config["torch_dtype"] = str(dtype).removeprefix("torch.")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         save_file(_unique_tensors(model, dtype), str(tmp / WEIGHTS), metadata={"format": "pt"})
         if tokenizer is not None:

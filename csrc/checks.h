@@ -87,6 +87,45 @@ inline void check_sequence_length(int64_t T, const Code& c, bool tail_biting) {
               ", K=", c.K, ", L=", c.L);
 }
 
+// Resolves the sequence length T of packed (B, words) streams (T = -1: inferred as 16*words/K, tail-biting
+// only) and checks that the word count fits T.
+inline int64_t check_streams(const at::Tensor& packed, const Code& c, int64_t T, bool tail_biting) {
+  const int64_t words = packed.size(1);
+  if (T < 0) {
+    TORCH_CHECK(tail_biting, "qtip: bitshift_decode without tail-biting needs an explicit T");
+    TORCH_CHECK((words * 16) % c.K == 0 && ((words * 16) / c.K) % c.V == 0, "qtip: cannot infer T from ", words,
+                " words at K=", c.K, ", V=", c.V, "; pass T explicitly");
+    T = words * 16 / c.K;
+  }
+  check_sequence_length(T, c, tail_biting);
+  const int64_t needed = (stream_bits(T, c, tail_biting) + 15) / 16;
+  TORCH_CHECK(needed == words, "qtip: packed has ", words, " words per sequence but T=", T, " at K=", c.K, ", V=",
+              c.V, ", L=", c.L, (tail_biting ? " (tail-biting)" : ""), " needs ", needed);
+  return T;
+}
+
+// viterbi_quantize's input x (B, T): checked, as contiguous fp32.
+inline at::Tensor check_viterbi_input(const at::Tensor& x, const Code& c, bool tail_biting) {
+  TORCH_CHECK(x.dim() == 2, "qtip: viterbi_quantize needs x of shape (B, T), got ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "qtip: viterbi_quantize needs float x, got ", x.scalar_type());
+  check_sequence_length(x.size(1), c, tail_biting);
+  at::Tensor xf = x.to(at::kFloat).contiguous();
+  // A host sync on CUDA, before any launch: the same error on every device.
+  TORCH_CHECK(xf.size(0) == 0 || at::isfinite(xf).all().item<bool>(), "qtip: viterbi_quantize input has NaN or inf values");
+  return xf;
+}
+
+// rht's optional signs (n,) on x's device, converted to `compute`; undefined when absent.
+inline at::Tensor check_rht_signs(const c10::optional<at::Tensor>& signs, const at::Tensor& x, int64_t n,
+                                  at::ScalarType compute) {
+  if (!signs.has_value()) return at::Tensor();
+  TORCH_CHECK(signs->dim() == 1 && signs->size(0) == n, "qtip: rht signs must have shape (", n, "), got ",
+              signs->sizes());
+  TORCH_CHECK(signs->device() == x.device(), "qtip: rht signs are on ", signs->device(), " but x is on ", x.device());
+  TORCH_CHECK(at::isFloatingType(signs->scalar_type()), "qtip: rht signs must be float, got ", signs->scalar_type());
+  return signs->to(compute).contiguous();
+}
+
 // 16x16 tiles: 256 weights, one tail-biting sequence, 16K words each.
 constexpr int64_t kTile = 16;
 constexpr int64_t kTileWeights = kTile * kTile;

@@ -77,16 +77,7 @@ at::Tensor rht_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& signs, 
   // Half types are transformed in fp32 and rounded once at the end.
   const auto compute = dtype == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor xc = x.to(compute).contiguous();
-  at::Tensor sc;
-  if (signs.has_value()) {
-    TORCH_CHECK(signs->dim() == 1 && signs->size(0) == n, "qtip: rht signs must have shape (", n, "), got ",
-                signs->sizes());
-    TORCH_CHECK(signs->device() == x.device(), "qtip: rht signs are on ", signs->device(), " but x is on ",
-                x.device());
-    TORCH_CHECK(at::isFloatingType(signs->scalar_type()), "qtip: rht signs must be float, got ",
-                signs->scalar_type());
-    sc = signs->to(compute).contiguous();
-  }
+  const at::Tensor sc = check_rht_signs(signs, x, n, compute);
   at::Tensor out = at::empty_like(xc);
   if (compute == at::kDouble) {
     rht_rows<double>(xc, sc, transpose, scale, out);

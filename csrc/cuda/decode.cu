@@ -73,16 +73,8 @@ at::Tensor bitshift_decode_cuda(const at::Tensor& packed, int64_t L, int64_t K, 
   const c10::cuda::CUDAGuard guard(packed.device());
   const Code code = check_code(L, K, V, mode, tlut, packed.device());
   const int64_t words = packed.size(1);
-  if (T < 0) {
-    TORCH_CHECK(tail_biting, "qtip: bitshift_decode without tail-biting needs an explicit T");
-    TORCH_CHECK((words * 16) % K == 0 && ((words * 16) / K) % V == 0,
-                "qtip: cannot infer T from ", words, " words at K=", K, ", V=", V, "; pass T explicitly");
-    T = words * 16 / K;
-  }
-  check_sequence_length(T, code, tail_biting);
+  T = check_streams(packed, code, T, tail_biting);
   const int64_t bits = stream_bits(T, code, tail_biting);
-  TORCH_CHECK((bits + 15) / 16 == words, "qtip: packed has ", words, " words per sequence but T=", T,
-              " at K=", K, ", V=", V, ", L=", L, (tail_biting ? " (tail-biting)" : ""), " needs ", (bits + 15) / 16);
   const at::Tensor p = packed.contiguous();
   const int64_t B = p.size(0);
   at::Tensor out = at::empty({B, T}, packed.options().dtype(at::kFloat));

@@ -99,16 +99,7 @@ at::Tensor rht_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& signs,
   const int K = hadamard_k(n);  // validates n before any work
   const double factor = scale / std::sqrt((double)n);
   const auto compute = dtype == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor sc;
-  if (signs.has_value()) {
-    TORCH_CHECK(signs->dim() == 1 && signs->size(0) == n, "qtip: rht signs must have shape (", n, "), got ",
-                signs->sizes());
-    TORCH_CHECK(signs->device() == x.device(), "qtip: rht signs are on ", signs->device(), " but x is on ",
-                x.device());
-    TORCH_CHECK(at::isFloatingType(signs->scalar_type()), "qtip: rht signs must be float, got ",
-                signs->scalar_type());
-    sc = signs->to(compute).contiguous();
-  }
+  const at::Tensor sc = check_rht_signs(signs, x, n, compute);
   const int64_t rows = n == 0 ? 0 : x.numel() / n;
   const int64_t m = n / K;
 

@@ -36,16 +36,11 @@ void pick_r(int logR, Launcher* launcher, KernelPtr* kernel) {
 std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cuda(const at::Tensor& x, int64_t L, int64_t K, int64_t V,
                                                          const std::string& mode,
                                                          const c10::optional<at::Tensor>& tlut, bool tail_biting) {
-  TORCH_CHECK(x.dim() == 2, "qtip: viterbi_quantize needs x of shape (B, T), got ", x.sizes());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "qtip: viterbi_quantize needs float x, got ", x.scalar_type());
   const c10::cuda::CUDAGuard guard(x.device());
   const Code code = check_code(L, K, V, mode, tlut, x.device());
-  const int64_t B = x.size(0), T = x.size(1);
-  check_sequence_length(T, code, tail_biting);
+  const at::Tensor xf = check_viterbi_input(x, code, tail_biting);  // the op's one host sync, before any launch
+  const int64_t B = xf.size(0), T = xf.size(1);
   TORCH_CHECK(T / V < (int64_t{1} << 30), "qtip: viterbi_quantize sequence too long, T=", T);
-  const at::Tensor xf = x.to(at::kFloat).contiguous();
-  // Validation is the op's one host sync, before any launch (the CPU kernel raises the same error).
-  TORCH_CHECK(B == 0 || at::isfinite(xf).all().item<bool>(), "qtip: viterbi_quantize input has NaN or inf values");
   const int64_t bits = stream_bits(T, code, tail_biting);
   const int64_t nwords = (bits + 15) / 16;
   at::Tensor packed = at::empty({B, nwords}, x.options().dtype(at::kShort));

@@ -4,7 +4,7 @@ Importing the package registers the `torch.ops.qtip.*` ops (rht, decode_states, 
 viterbi_quantize, gemv) with their CPU (and, where built, CUDA) kernels, fake kernels and autograd.
 """
 
-from .cpu import cpu_path, set_cpu_path
+from .cpu import available_cpu_paths, cpu_path, set_cpu_path
 from .codes import MODES, code_rms, default_hyb_tlut, random_lut
 from .hadamard import hadamard_dense, hadamard_k
 from .layout import dense_to_sequences, sequences_to_dense
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MODES",
     "QuantizedMatrix",
+    "available_cpu_paths",
     "bitshift_decode",
     "code_rms",
     "cpu_path",

@@ -1,7 +1,9 @@
-"""Which CPU kernels run: the AVX2 ones (where the CPU has AVX2, FMA and F16C) or the portable scalar ones.
+"""Which CPU kernels run: AVX-512 (F, BW, VL, VBMI, VBMI2), AVX2 (+FMA, F16C) or the portable scalar ones.
 
-Both give bit-identical results; the switch exists for tests and for comparing speed. The environment
-variable QTIP_FORCE_SCALAR=1 also forces the scalar kernels (read at every call).
+Every level gives bit-identical results; the switch exists for tests and for comparing speed. By default each
+op runs the best kernel the CPU supports; a lower path caps them (an op without a kernel at the allowed level
+runs its best one below it). The environment variable QTIP_CPU_PATH=scalar|avx2|avx512|auto caps them too, as
+does the older QTIP_FORCE_SCALAR=1; both are read at every call.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from functools import lru_cache
 
 from . import _library
 
+PATHS = ("scalar", "avx2", "avx512")  # in the order of the C levels 1, 2, 3
+_LEVEL = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
+
 
 @lru_cache(maxsize=None)
 def _lib() -> ctypes.CDLL:
@@ -19,18 +24,31 @@ def _lib() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(_library.library_path()))
     lib.qtip_set_cpu_path.argtypes = [ctypes.c_int]
     lib.qtip_set_cpu_path.restype = ctypes.c_int
-    lib.qtip_cpu_path_is_avx2.restype = ctypes.c_int
+    lib.qtip_cpu_level.restype = ctypes.c_int
+    lib.qtip_cpu_max_level.restype = ctypes.c_int
     return lib
 
 
+def _name(level: int) -> str:
+    return "auto" if level == 0 else PATHS[level - 1]
+
+
+def available_cpu_paths() -> list[str]:
+    """The paths this CPU can run, fastest first, e.g. ["avx512", "avx2", "scalar"]."""
+    return list(reversed(PATHS[: _lib().qtip_cpu_max_level()]))
+
+
 def set_cpu_path(path: str) -> str:
-    """"scalar" forces the portable kernels, "auto" uses AVX2 where available. Returns the previous setting."""
-    if path not in ("auto", "scalar"):
-        raise ValueError(f"cpu path must be 'auto' or 'scalar', got {path!r}")
-    previous = _lib().qtip_set_cpu_path(1 if path == "scalar" else 0)
-    return "scalar" if previous == 1 else "auto"
+    """Caps the CPU kernels at `path` ("scalar", "avx2", "avx512") or lifts the cap ("auto").
+
+    Returns the previous setting. A path this CPU cannot run raises ValueError."""
+    if path not in _LEVEL:
+        raise ValueError(f"cpu path must be one of {sorted(_LEVEL)}, got {path!r}")
+    if path != "auto" and path not in available_cpu_paths():
+        raise ValueError(f"cpu path {path!r} is not supported by this CPU; it runs {available_cpu_paths()}")
+    return _name(_lib().qtip_set_cpu_path(_LEVEL[path]))
 
 
 def cpu_path() -> str:
-    """The kernels the next call will run: "avx2" or "scalar"."""
-    return "avx2" if _lib().qtip_cpu_path_is_avx2() else "scalar"
+    """The kernels the next call will run at most: "avx512", "avx2" or "scalar"."""
+    return _name(_lib().qtip_cpu_level())

@@ -37,11 +37,12 @@ cuda = pytest.mark.skipif(
 )
 
 
-# The op tests run once per CPU path (AVX2 where the CPU has it, and the portable scalar kernels), so both stay
-# correct; tests marked slow, or one_path, run on the default path only, to keep the suite short.
+# The op tests run once per CPU path this machine has (AVX-512 and AVX2 where the CPU has them, and the portable
+# scalar kernels), so all stay correct; tests marked slow, or one_path, run on the default (fastest) path only, to
+# keep the suite short.
 PATH_MODULES = {"test_codes", "test_gemv", "test_rht", "test_viterbi"}
 qtip_ops.set_cpu_path("auto")
-CPU_PATHS = ["avx2", "scalar"] if qtip_ops.cpu_path() == "avx2" else ["scalar"]
+CPU_PATHS = qtip_ops.available_cpu_paths()
 
 
 def pytest_configure(config):
@@ -60,6 +61,6 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def cpu_path(request):
     """Runs the test on the CPU kernels named by the parameter, then restores automatic selection."""
-    qtip_ops.set_cpu_path("scalar" if request.param == "scalar" else "auto")
+    qtip_ops.set_cpu_path(request.param)
     yield request.param
     qtip_ops.set_cpu_path("auto")

@@ -7,6 +7,7 @@
 #include "../checks.h"
 #include "dispatch.h"
 #include "kernels_avx2.h"
+#include "kernels_avx512.h"
 #include "table.h"
 
 namespace qtip {
@@ -51,7 +52,10 @@ at::Tensor bitshift_decode_cpu(const at::Tensor& packed, int64_t L, int64_t K, i
   if (B == 0) return out;
   const uint16_t* pp = reinterpret_cast<const uint16_t*>(p.data_ptr<int16_t>());
   float* op = out.data_ptr<float>();
-  if (use_avx2()) {
+  const CpuLevel level = cpu_level();
+  if (level >= CpuLevel::AVX512 && T == kTileWeights && tail_biting && decode_tiles_avx512(pp, B, code, op))
+    return out;
+  if (level >= CpuLevel::AVX2) {
     // V=2 codes decode from their (rows, 2) table; V=1 codes from the value of every state.
     const bool own_table = code.V == 1 && code.mode != Mode::LUT;
     std::unique_ptr<StateTable> values = own_table ? std::make_unique<StateTable>(code) : nullptr;

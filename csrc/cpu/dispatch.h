@@ -1,25 +1,35 @@
-// Run-time choice between the portable scalar kernels and the AVX2 (+FMA, F16C) ones.
+// Run-time choice among the CPU kernels: portable scalar, AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, VBMI,
+// VBMI2).
 //
-// The AVX2 kernels live in *_avx2.cpp files compiled for that target, so the library loads on any x86-64 (or
-// other) CPU; they run only where the CPU has the instructions and nothing forces the scalar path. Both paths
-// give bit-identical results, which the tests check by running every op on each.
+// The vector kernels live in *_avx2.cpp / *_avx512.cpp files compiled for their target, so the library loads on
+// any CPU; a level runs only where the CPU has its instructions and nothing caps it lower. Each kernel takes the
+// highest level it implements at or below the allowed one (an op without an AVX-512 kernel runs its AVX2 one on
+// the AVX-512 level). All levels give bit-identical results, which the tests check by running every op on each.
 #pragma once
 
 namespace qtip {
 
-enum class CpuPath : int { AUTO = 0, SCALAR = 1 };
+// Ordered: a higher level may use the instructions of every lower one.
+enum class CpuLevel : int { SCALAR = 1, AVX2 = 2, AVX512 = 3 };
 
-// The CPU supports the AVX2 kernels and they were compiled in (x86-64 with GCC or Clang).
-bool cpu_has_avx2();
+// The highest level this CPU supports (and this build compiled in).
+CpuLevel cpu_max_level();
 
-// True when a kernel should take its AVX2 path now: read at every call, so QTIP_FORCE_SCALAR=1 in the
-// environment or qtip_set_cpu_path(SCALAR) switches paths between two calls without reloading anything.
-bool use_avx2();
+// The level the kernels may use now: cpu_max_level() capped by qtip_set_cpu_path and by the environment
+// (QTIP_CPU_PATH=scalar|avx2|avx512|auto, or the older QTIP_FORCE_SCALAR=1), read at every call so that a
+// switch takes effect between two calls without reloading anything.
+CpuLevel cpu_level();
+
+inline bool use_avx2() { return cpu_level() >= CpuLevel::AVX2; }
+inline bool use_avx512() { return cpu_level() >= CpuLevel::AVX512; }
 
 }  // namespace qtip
 
 // C entry points (for ctypes: the library is loaded with torch.ops.load_library, not as a Python module).
-// path: 0 = auto (AVX2 where available), 1 = scalar. Returns the previous setting.
-extern "C" int qtip_set_cpu_path(int path);
-// 1 when the next kernel call will run the AVX2 path, else 0.
-extern "C" int qtip_cpu_path_is_avx2();
+// Levels: 0 = auto (the best the CPU has), 1 = scalar, 2 = AVX2, 3 = AVX-512.
+// Caps the kernels at `level`; returns the previous setting, or -1 (changing nothing) for an unknown level.
+extern "C" int qtip_set_cpu_path(int level);
+// The level the next kernel call may use (1, 2 or 3).
+extern "C" int qtip_cpu_level();
+// The highest level this CPU supports (1, 2 or 3).
+extern "C" int qtip_cpu_max_level();

@@ -14,8 +14,8 @@ namespace qtip {
 bool bitshift_decode_avx2(const uint16_t* packed, int64_t B, int64_t nwords, int64_t T, bool tail_biting,
                           const Code& c, const float* values, float* out);
 
-// y (R, m) = x W^T for the packed tiles of W, with xs the x rows rearranged by rearrange_x (gemv_layout.h).
-bool gemv_fused_avx2(const float* xs, int64_t R, const uint16_t* packed, int64_t m, int64_t n, const Code& c,
+// y (R, m) = x W^T for the packed tiles of W and the R rows of x (R, n), in the order of gemv_layout.h.
+bool gemv_fused_avx2(const float* x, int64_t R, const uint16_t* packed, int64_t m, int64_t n, const Code& c,
                      const float* values, float* y);
 
 }  // namespace qtip

@@ -1,20 +1,23 @@
 """Prints the CPU ratio tables of qtip_ops, every baseline measured in the same run on the same machine.
 
-    python bench/run.py            # all tables (a few minutes on 2 cores)
-    python bench/run.py --quick    # 4096x4096 only, fewer Viterbi tiles
+    python bench/run.py            # all tables (about 20 minutes on 2 cores, most of it the model quantization)
+    python bench/run.py --quick    # 4096x4096 only, fewer Viterbi tiles, no model quantization
+    python bench/run.py --only model --path avx2   # one table, on the AVX2 kernels
 
 Tables: gemv (HYB, L=16, K=2,3,4) against torch F.linear in fp32 and bf16; viterbi_quantize tiles/s against
-reference.py; rht against a dense matmul by Had_n; and the end-to-end quantization of the bundled SmolLM2
-(once qtip_ops.quantize exists). Ratios > 1 mean qtip_ops is faster. Timings are medians of repeated calls,
-so a busy machine shows up as noise, not as a bias of one side.
+reference.py; rht against a dense matmul by Had_n; and the end-to-end quantization of the bundled SmolLM2.
+Ratios > 1 mean qtip_ops is faster. Timings are medians of repeated calls, so a busy machine shows up as
+noise, not as a bias of one side.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -104,39 +107,43 @@ def bench_rht() -> None:
 
 
 def bench_quantize_model() -> None:
-    """End-to-end quantization of the bundled SmolLM2-135M (K=2, L=16): a hook for qtip_ops.quantize."""
-    spec = importlib.util.find_spec("qtip_ops.quantize")
-    # Only the package imported above counts (an editable install's finder may point at another checkout).
-    inside = spec is not None and any(os.path.abspath(spec.origin).startswith(os.path.abspath(p) + os.sep)
-                                      for p in qtip_ops.__path__)
-    if not inside:
-        table("quantize SmolLM2-135M end to end (K=2, L=16)", ["status"], [["not available yet: no qtip_ops.quantize"]])
-        return
-    import qtip_ops.quantize as q
+    """End-to-end quantization of the bundled SmolLM2-135M at K=2, L=16 with the CLI's defaults (calibration
+    included), in a fresh process: what `python -m qtip_ops.quantize` costs a user."""
+    from qtip_ops.models import bundled_model_path
 
-    runner = getattr(q, "bench_quantize_smollm2", None)
-    if runner is None:
-        table("quantize SmolLM2-135M end to end (K=2, L=16)", ["status"],
-              [["not available yet: qtip_ops.quantize has no bench_quantize_smollm2(K, L) -> seconds"]])
-        return
-    seconds_taken = runner(K=2, L=L)
-    table("quantize SmolLM2-135M end to end (K=2, L=16)", ["threads", "minutes"],
-          [[str(torch.get_num_threads()), f"{seconds_taken / 60:.1f}"]])
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "qtip_ops.quantize", str(bundled_model_path()), "--bits", "2", "--L", str(L),
+               "--out", out, "--quiet"]
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(_HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        start = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    table(f"quantize SmolLM2-135M end to end (K=2, L={L}, HYB, CLI defaults)",
+          ["threads", "layers", "mean proxy error", "minutes (wall, process)"],
+          [[str(torch.get_num_threads()), str(result["layers"]), f"{result['mean_proxy_error']:.4f}",
+            f"{wall / 60:.1f}"]])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4096x4096 only and fewer Viterbi tiles")
     parser.add_argument("--only", choices=["gemv", "viterbi", "rht", "model"], help="one table only")
+    parser.add_argument("--path", choices=["auto", *qtip_ops.available_cpu_paths()], default="auto",
+                        help="cap the CPU kernels (default: the fastest this CPU has)")
     args = parser.parse_args()
-    print(f"qtip_ops CPU kernels: {qtip_ops.cpu_path()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    qtip_ops.set_cpu_path(args.path)
+    print(f"qtip_ops CPU kernels: {qtip_ops.cpu_path()} (this CPU: {', '.join(qtip_ops.available_cpu_paths())}); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.only in (None, "gemv"):
         bench_gemv(GEMV_SHAPES[:1] if args.quick else GEMV_SHAPES)
     if args.only in (None, "viterbi"):
         bench_viterbi(8 if args.quick else 32)
     if args.only in (None, "rht"):
         bench_rht()
-    if args.only in (None, "model"):
+    if args.only == "model" or (args.only is None and not args.quick):
         bench_quantize_model()
 
 

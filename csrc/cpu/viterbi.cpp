@@ -13,7 +13,7 @@
 #include "../checks.h"
 #include "dispatch.h"
 #include "table.h"
-#include "viterbi_avx2.h"
+#include "viterbi_vector.h"
 
 namespace qtip {
 namespace {
@@ -130,11 +130,16 @@ std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cpu(const at::Tensor& x, int
   if (B == 0) return {packed, recon};
 
   const StateTable table(code);
-  // The AVX2 kernel reads the state values in its own blocked layout; it gives the same paths bit for bit.
-  const bool avx2 = use_avx2() && viterbi_avx2_covers(code.L, code.bits_per_step());
+  // The vector kernels read the state values in their own blocked layout; they give the same paths bit for bit.
+  const CpuLevel level = cpu_level();
+  const int KV = code.bits_per_step();
+  const int lanes = level >= CpuLevel::AVX512 && viterbi_vector_covers(code.L, KV, kAvx512Lanes) ? kAvx512Lanes
+                    : level >= CpuLevel::AVX2 && viterbi_vector_covers(code.L, KV, kAvx2Lanes)  ? kAvx2Lanes
+                                                                                                 : 0;
   const std::vector<float> blocked =
-      avx2 ? viterbi_blocked_table(table.values[0].data(), V == 2 ? table.values[1].data() : nullptr, code.L, code.V)
-           : std::vector<float>();
+      lanes ? viterbi_blocked_table(table.values[0].data(), V == 2 ? table.values[1].data() : nullptr, code.L,
+                                    code.V, lanes)
+            : std::vector<float>();
   const int64_t steps = T / V;
   const int64_t shift_steps = steps / 2;  // the tail-biting pre-pass rolls x by half the sequence
   const float* xp = xf.data_ptr<float>();
@@ -142,12 +147,13 @@ std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cpu(const at::Tensor& x, int
   float* rp = recon.data_ptr<float>();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     Workspace ws;
-    ViterbiAvx2Scratch ws_avx2;
+    ViterbiScratch ws_vector;
     std::vector<uint32_t> path(steps);
     auto best_path = [&](const float* seq, Ends e) {
-      if (avx2) {
-        viterbi_path_avx2(seq, steps, code.L, code.bits_per_step(), code.V, blocked.data(), e.overlap, ws_avx2,
-                          path.data());
+      if (lanes == kAvx512Lanes) {
+        viterbi_path_avx512(seq, steps, code.L, KV, code.V, blocked.data(), e.overlap, ws_vector, path.data());
+      } else if (lanes == kAvx2Lanes) {
+        viterbi_path_avx2(seq, steps, code.L, KV, code.V, blocked.data(), e.overlap, ws_vector, path.data());
       } else {
         viterbi_path(seq, steps, code, table, e, ws, path.data());
       }
@@ -161,7 +167,7 @@ std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cpu(const at::Tensor& x, int
         const int64_t shift = shift_steps * V;
         for (int64_t i = 0; i < T; ++i) rolled[i] = xb[(i - shift + T) % T];
         best_path(rolled.data(), Ends{});
-        ends.overlap = path[shift_steps] >> code.bits_per_step();
+        ends.overlap = path[shift_steps] >> KV;
       }
       best_path(xb, ends);
       pack_path(path.data(), steps, code, bits, pp + b * nwords, nwords);
@@ -173,6 +179,18 @@ std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cpu(const at::Tensor& x, int
 }
 
 }  // namespace
+
+std::vector<float> viterbi_blocked_table(const float* v0, const float* v1, int L, int V, int lanes) {
+  const int64_t S = int64_t{1} << L;
+  std::vector<float> out(S * V);
+  for (int64_t q = 0; q < S; q += lanes) {
+    for (int i = 0; i < lanes; ++i) {
+      out[q * V + i] = v0[q + i];
+      if (V == 2) out[q * V + lanes + i] = v1[q + i];
+    }
+  }
+  return out;
+}
 
 TORCH_LIBRARY_IMPL(qtip, CPU, m) { m.impl("viterbi_quantize", &viterbi_quantize_cpu); }
 

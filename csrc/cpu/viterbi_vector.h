@@ -1,0 +1,34 @@
+// The vector Viterbi recursions (viterbi_avx2.cpp, viterbi_avx512.cpp: one template, viterbi_simd.h), called by
+// viterbi.cpp when dispatch.h allows their level.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace qtip {
+
+constexpr int kAvx2Lanes = 8, kAvx512Lanes = 16;
+
+// Scratch reused across the sequences one thread handles.
+struct ViterbiScratch {
+  std::vector<float> mins, cost, hot;
+};
+
+// A kernel of `lanes` lanes sweeps four blocks of lanes groups at a time, so it needs 2^(L-KV) >= 4 * lanes
+// predecessor groups.
+inline bool viterbi_vector_covers(int L, int KV, int lanes) { return (int64_t{1} << (L - KV)) >= 4 * lanes; }
+
+// The state values for a kernel of `lanes` lanes: in blocks of `lanes` states, their first values then (V=2)
+// their second values, so that one step reads one contiguous stream instead of two.
+std::vector<float> viterbi_blocked_table(const float* v0, const float* v1, int L, int V, int lanes);
+
+// Same contract and bit-identical result as the scalar viterbi_path in viterbi.cpp: the best state of each
+// of `steps` steps of x (steps * V values); overlap >= 0 constrains the first state's top L-KV bits and the
+// last state's low L-KV bits (second tail-biting pass). `blocked` is viterbi_blocked_table for the kernel's
+// lanes. Only call at the kernel's level (dispatch.h) and when it covers (L, KV).
+void viterbi_path_avx2(const float* x, int64_t steps, int L, int KV, int V, const float* blocked, int64_t overlap,
+                       ViterbiScratch& ws, uint32_t* path);
+void viterbi_path_avx512(const float* x, int64_t steps, int L, int KV, int V, const float* blocked,
+                         int64_t overlap, ViterbiScratch& ws, uint32_t* path);
+
+}  // namespace qtip

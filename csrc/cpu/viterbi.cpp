@@ -145,34 +145,49 @@ std::tuple<at::Tensor, at::Tensor> viterbi_quantize_cpu(const at::Tensor& x, int
   const float* xp = xf.data_ptr<float>();
   uint16_t* pp = reinterpret_cast<uint16_t*>(packed.data_ptr<int16_t>());
   float* rp = recon.data_ptr<float>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+  // The vector kernels solve sequences in pairs (one sweep over the state table serves both).
+  const int group = lanes ? kViterbiSequences : 1;
+  at::parallel_for(0, (B + group - 1) / group, 1, [&](int64_t begin, int64_t end) {
     Workspace ws;
-    ViterbiScratch ws_vector;
-    std::vector<uint32_t> path(steps);
-    auto best_path = [&](const float* seq, Ends e) {
+    ViterbiScratch ws_vector[kViterbiSequences];
+    std::vector<uint32_t> paths(kViterbiSequences * steps);
+    uint32_t* const out[kViterbiSequences] = {paths.data(), paths.data() + steps};
+    std::vector<float> rolled(kViterbiSequences * T);
+    auto best_paths = [&](const float* const* seqs, int count, const int64_t* overlap) {
       if (lanes == kAvx512Lanes) {
-        viterbi_path_avx512(seq, steps, code.L, KV, code.V, blocked.data(), e.overlap, ws_vector, path.data());
+        viterbi_paths_avx512(seqs, count, steps, code.L, KV, code.V, blocked.data(), overlap, ws_vector, out);
       } else if (lanes == kAvx2Lanes) {
-        viterbi_path_avx2(seq, steps, code.L, KV, code.V, blocked.data(), e.overlap, ws_vector, path.data());
+        viterbi_paths_avx2(seqs, count, steps, code.L, KV, code.V, blocked.data(), overlap, ws_vector, out);
       } else {
-        viterbi_path(seq, steps, code, table, e, ws, path.data());
+        for (int i = 0; i < count; ++i) viterbi_path(seqs[i], steps, code, table, Ends{overlap[i]}, ws, out[i]);
       }
     };
-    std::vector<float> rolled(T);
-    for (int64_t b = begin; b < end; ++b) {
-      const float* xb = xp + b * T;
-      Ends ends;
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t first = chunk * group;
+      const int count = (int)std::min<int64_t>(group, B - first);
+      const float* seqs[kViterbiSequences];
+      int64_t overlap[kViterbiSequences] = {-1, -1};
+      for (int i = 0; i < count; ++i) seqs[i] = xp + (first + i) * T;
       if (tail_biting) {
         // rolled[i] = x[(i - shift) mod T]: original position 0 lands on step shift_steps.
         const int64_t shift = shift_steps * V;
-        for (int64_t i = 0; i < T; ++i) rolled[i] = xb[(i - shift + T) % T];
-        best_path(rolled.data(), Ends{});
-        ends.overlap = path[shift_steps] >> KV;
+        const float* rolled_seqs[kViterbiSequences];
+        for (int i = 0; i < count; ++i) {
+          float* r = rolled.data() + i * T;
+          for (int64_t j = 0; j < T; ++j) r[j] = seqs[i][(j - shift + T) % T];
+          rolled_seqs[i] = r;
+        }
+        const int64_t free_ends[kViterbiSequences] = {-1, -1};
+        best_paths(rolled_seqs, count, free_ends);
+        for (int i = 0; i < count; ++i) overlap[i] = out[i][shift_steps] >> KV;
       }
-      best_path(xb, ends);
-      pack_path(path.data(), steps, code, bits, pp + b * nwords, nwords);
-      for (int64_t t = 0; t < steps; ++t)
-        for (int v = 0; v < V; ++v) rp[b * T + t * V + v] = table.values[v][path[t]];
+      best_paths(seqs, count, overlap);
+      for (int i = 0; i < count; ++i) {
+        const int64_t b = first + i;
+        pack_path(out[i], steps, code, bits, pp + b * nwords, nwords);
+        for (int64_t t = 0; t < steps; ++t)
+          for (int v = 0; v < V; ++v) rp[b * T + t * V + v] = table.values[v][out[i][t]];
+      }
     }
   });
   return {packed, recon};

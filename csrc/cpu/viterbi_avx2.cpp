@@ -38,9 +38,9 @@ struct Avx2 {
 #include "viterbi_simd.h"
 
 namespace qtip {
-void viterbi_path_avx2(const float* x, int64_t steps, int L, int KV, int V, const float* blocked, int64_t overlap,
-                       ViterbiScratch& ws, uint32_t* path) {
-  ViterbiSimd<Avx2>::path(x, steps, L, KV, V, blocked, overlap, ws, path);
+void viterbi_paths_avx2(const float* const* x, int count, int64_t steps, int L, int KV, int V,
+                          const float* blocked, const int64_t* overlap, ViterbiScratch* ws, uint32_t* const* path) {
+  ViterbiSimd<Avx2>::path(x, count, steps, L, KV, V, blocked, overlap, ws, path);
 }
 }  // namespace qtip
 
@@ -49,7 +49,8 @@ void viterbi_path_avx2(const float* x, int64_t steps, int L, int KV, int V, cons
 #else  // no x86-64 build: dispatch.h never selects this path
 
 namespace qtip {
-void viterbi_path_avx2(const float*, int64_t, int, int, int, const float*, int64_t, ViterbiScratch&, uint32_t*) {}
+void viterbi_paths_avx2(const float* const*, int, int64_t, int, int, int, const float*, const int64_t*, ViterbiScratch*,
+                          uint32_t* const*) {}
 }  // namespace qtip
 
 #endif

@@ -41,9 +41,9 @@ struct Avx512 {
 #include "viterbi_simd.h"
 
 namespace qtip {
-void viterbi_path_avx512(const float* x, int64_t steps, int L, int KV, int V, const float* blocked,
-                         int64_t overlap, ViterbiScratch& ws, uint32_t* path) {
-  ViterbiSimd<Avx512>::path(x, steps, L, KV, V, blocked, overlap, ws, path);
+void viterbi_paths_avx512(const float* const* x, int count, int64_t steps, int L, int KV, int V,
+                          const float* blocked, const int64_t* overlap, ViterbiScratch* ws, uint32_t* const* path) {
+  ViterbiSimd<Avx512>::path(x, count, steps, L, KV, V, blocked, overlap, ws, path);
 }
 }  // namespace qtip
 
@@ -52,7 +52,8 @@ void viterbi_path_avx512(const float* x, int64_t steps, int L, int KV, int V, co
 #else  // no x86-64 build: dispatch.h never selects this path
 
 namespace qtip {
-void viterbi_path_avx512(const float*, int64_t, int, int, int, const float*, int64_t, ViterbiScratch&, uint32_t*) {}
+void viterbi_paths_avx512(const float* const*, int, int64_t, int, int, int, const float*, const int64_t*, ViterbiScratch*,
+                          uint32_t* const*) {}
 }  // namespace qtip
 
 #endif

@@ -44,42 +44,52 @@ struct ViterbiSimd {
     return Simd::permute(Simd::load(prev + (s0 >> KV)), lane_group);
   }
 
-  // Path cost at step t of the W states from s0: base + squared distance to (a, b).
+  // Path cost of W states with values (v0, v1) at a step: base + squared distance to (a, b).
   template <int V>
-  static F path_cost(const float* blocked, int64_t s0, F base, F a, F b) {
-    const float* blk = blocked + s0 * V;
-    const F d0 = Simd::sub(Simd::load(blk), a);
+  static F cost(F v0, F v1, F base, F a, F b) {
+    const F d0 = Simd::sub(v0, a);
     F dd = Simd::mul(d0, d0);
     if (V == 2) {
-      const F d1 = Simd::sub(Simd::load(blk + W), b);
+      const F d1 = Simd::sub(v1, b);
       dd = Simd::add(dd, Simd::mul(d1, d1));
     }
     return Simd::add(base, dd);
   }
 
-  // Step t fused with the predecessor minimum of step t+1: next[g] = min over d of cost_t(g + d*G). Four
-  // W-lane blocks of groups at a time keep four independent min chains.
-  template <int V, bool kOneGroup>
-  static void fused_step(const float* prev, const float* blocked, int L, int KV, const float* xt, float* next) {
+  // The same for the W states from s0 of the blocked table.
+  template <int V>
+  static F path_cost(const float* blocked, int64_t s0, F base, F a, F b) {
+    const float* blk = blocked + s0 * V;
+    return cost<V>(Simd::load(blk), V == 2 ? Simd::load(blk + W) : Simd::set1(0.0f), base, a, b);
+  }
+
+  // Step t of P sequences at once, each fused with its predecessor minimum of step t+1: next[p][g] = min over d
+  // of cost_t(g + d*G) for sequence p. Each block of state values is loaded once for the P sequences (the
+  // sweep is bound by reading the state table, 512 KiB at L=16), and four W-lane blocks of groups at a time
+  // keep four independent min chains per sequence.
+  template <int V, bool kOneGroup, int P>
+  static void fused_step(const float* const* prev, const float* blocked, int L, int KV, const float* const* xt,
+                         float* const* next) {
     const int64_t G = int64_t{1} << (L - KV);
     const int fan = 1 << KV;
-    const F a = Simd::set1(xt[0]);
-    const F b = Simd::set1(V == 2 ? xt[1] : 0.0f);
+    F a[P], b[P];
+    for (int p = 0; p < P; ++p) a[p] = Simd::set1(xt[p][0]), b[p] = Simd::set1(V == 2 ? xt[p][1] : 0.0f);
     const I lane_group = Simd::lane_groups(KV);
     for (int64_t g0 = 0; g0 < G; g0 += 4 * W) {
-      F best[4];
-      for (int k = 0; k < 4; ++k) {
-        const int64_t s0 = g0 + W * k;
-        best[k] = path_cost<V>(blocked, s0, group_base<kOneGroup>(prev, s0, KV, lane_group), a, b);
-      }
-      for (int d = 1; d < fan; ++d) {
+      F best[P][4];
+      for (int d = 0; d < fan; ++d) {
         for (int k = 0; k < 4; ++k) {
           const int64_t s0 = g0 + W * k + d * G;
-          const F c = path_cost<V>(blocked, s0, group_base<kOneGroup>(prev, s0, KV, lane_group), a, b);
-          best[k] = Simd::min(c, best[k]);  // c < best ? c : best: an equal later d never wins
+          const float* blk = blocked + s0 * V;
+          const F v0 = Simd::load(blk), v1 = V == 2 ? Simd::load(blk + W) : v0;
+          for (int p = 0; p < P; ++p) {
+            const F c = cost<V>(v0, v1, group_base<kOneGroup>(prev[p], s0, KV, lane_group), a[p], b[p]);
+            best[p][k] = d == 0 ? c : Simd::min(c, best[p][k]);  // c < best ? c : best: an equal later d never wins
+          }
         }
       }
-      for (int k = 0; k < 4; ++k) Simd::store(next + g0 + W * k, best[k]);
+      for (int p = 0; p < P; ++p)
+        for (int k = 0; k < 4; ++k) Simd::store(next[p] + g0 + W * k, best[p][k]);
     }
   }
 
@@ -127,37 +137,55 @@ struct ViterbiSimd {
     return 0;
   }
 
-  template <int V, bool kOneGroup>
-  static void run(const float* x, int64_t steps, int L, int KV, const float* blocked, int64_t overlap,
-                  ViterbiScratch& ws, uint32_t* path) {
-    const int64_t S = int64_t{1} << L, G = int64_t{1} << (L - KV);
+  template <int V, bool kOneGroup, int P>
+  static void run(const float* const* x, int64_t steps, int L, int KV, const float* blocked, const int64_t* overlap,
+                  ViterbiScratch* ws, uint32_t* const* path) {
+    const int64_t G = int64_t{1} << (L - KV);
     // Rows of G group minima (+W floats: group_base may read a full vector past the last group), each row
-    // aligned for non-temporal stores. hot[t&1]: the rows the sweep reads and writes; history[t]: the group
-    // minima that step t adds its distances to. Row 0 encodes the start constraint: 0, or +inf outside the
-    // overlap group.
+    // aligned for non-temporal stores. hot[p][t&1]: the rows the sweep reads and writes; history[p][t]: the
+    // group minima that step t adds its distances to. Row 0 encodes the start constraint: 0, or +inf outside
+    // the overlap group.
     const int64_t stride = (G + W + 15) / 16 * 16;
-    ws.hot.resize(2 * stride);
-    ws.mins.resize(steps * stride + 16);
-    float* hot[2] = {ws.hot.data(), ws.hot.data() + stride};
-    float* history = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(ws.mins.data()) + 63) & ~uintptr_t{63});
-    std::fill(hot[0], hot[0] + stride, overlap >= 0 ? kInf : 0.0f);
-    if (overlap >= 0) hot[0][overlap] = 0.0f;
-    std::copy(hot[0], hot[0] + stride, history);
-    ws.cost.resize(S);
+    float* hot[P][2];
+    float* history[P];
+    for (int p = 0; p < P; ++p) {
+      ws[p].hot.resize(2 * stride);
+      ws[p].mins.resize(steps * stride + 16);
+      hot[p][0] = ws[p].hot.data(), hot[p][1] = ws[p].hot.data() + stride;
+      history[p] = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(ws[p].mins.data()) + 63) & ~uintptr_t{63});
+      std::fill(hot[p][0], hot[p][0] + stride, overlap[p] >= 0 ? kInf : 0.0f);
+      if (overlap[p] >= 0) hot[p][0][overlap[p]] = 0.0f;
+      std::copy(hot[p][0], hot[p][0] + stride, history[p]);
+    }
     for (int64_t t = 0; t + 1 < steps; ++t) {
-      float* next = hot[(t + 1) & 1];
-      fused_step<V, kOneGroup>(hot[t & 1], blocked, L, KV, x + t * V, next);
-      std::fill(next + G, next + stride, 0.0f);
-      float* row = history + (t + 1) * stride;
-      for (int64_t i = 0; i < G; i += W) Simd::stream(row + i, Simd::load(next + i));
+      const float* prev[P];
+      const float* xt[P];
+      float* next[P];
+      for (int p = 0; p < P; ++p) prev[p] = hot[p][t & 1], next[p] = hot[p][(t + 1) & 1], xt[p] = x[p] + t * V;
+      fused_step<V, kOneGroup, P>(prev, blocked, L, KV, xt, next);
+      for (int p = 0; p < P; ++p) {
+        std::fill(next[p] + G, next[p] + stride, 0.0f);
+        float* row = history[p] + (t + 1) * stride;
+        for (int64_t i = 0; i < G; i += W) Simd::stream(row + i, Simd::load(next[p] + i));
+      }
     }
     Simd::fence();  // orders the streamed history before the reads below (same thread: for form's sake)
-    last_costs<V, kOneGroup>(hot[(steps - 1) & 1], blocked, L, KV, x + (steps - 1) * V, ws.cost.data());
+    for (int p = 0; p < P; ++p) backtrack<V, kOneGroup>(x[p], steps, L, KV, blocked, overlap[p], hot[p][(steps - 1) & 1],
+                                                        history[p], stride, ws[p], path[p]);
+  }
+
+  // The best last state, then each step's best predecessor: the smallest d minimising step t-1's cost over the
+  // group's fan, from the same values the vector minimum compared, so the same winner.
+  template <int V, bool kOneGroup>
+  static void backtrack(const float* x, int64_t steps, int L, int KV, const float* blocked, int64_t overlap,
+                        const float* last_mins, const float* history, int64_t stride, ViterbiScratch& ws,
+                        uint32_t* path) {
+    const int64_t S = int64_t{1} << L, G = int64_t{1} << (L - KV);
+    ws.cost.resize(S);
+    last_costs<V, kOneGroup>(last_mins, blocked, L, KV, x + (steps - 1) * V, ws.cost.data());
     path[steps - 1] = (uint32_t)final_state(ws.cost.data(), L, KV, overlap);
     const int fan = 1 << KV;
     for (int64_t t = steps - 1; t > 0; --t) {
-      // The predecessor is the smallest d minimising step t-1's cost over the group's fan: the same values the
-      // vector minimum compared, so the same winner.
       const int64_t g = path[t] >> KV;
       const float* m = history + (t - 1) * stride;
       const float* xt = x + (t - 1) * V;
@@ -174,15 +202,26 @@ struct ViterbiSimd {
     }
   }
 
-  static void path(const float* x, int64_t steps, int L, int KV, int V, const float* blocked, int64_t overlap,
-                   ViterbiScratch& ws, uint32_t* out) {
+  // P = 1 or 2 sequences at once (see fused_step).
+  template <int P>
+  static void paths(const float* const* x, int64_t steps, int L, int KV, int V, const float* blocked,
+                    const int64_t* overlap, ViterbiScratch* ws, uint32_t* const* out) {
     const bool one_group = (1 << KV) >= W;
     if (V == 2) {
-      if (one_group) run<2, true>(x, steps, L, KV, blocked, overlap, ws, out);
-      else run<2, false>(x, steps, L, KV, blocked, overlap, ws, out);
+      if (one_group) run<2, true, P>(x, steps, L, KV, blocked, overlap, ws, out);
+      else run<2, false, P>(x, steps, L, KV, blocked, overlap, ws, out);
     } else {
-      if (one_group) run<1, true>(x, steps, L, KV, blocked, overlap, ws, out);
-      else run<1, false>(x, steps, L, KV, blocked, overlap, ws, out);
+      if (one_group) run<1, true, P>(x, steps, L, KV, blocked, overlap, ws, out);
+      else run<1, false, P>(x, steps, L, KV, blocked, overlap, ws, out);
+    }
+  }
+
+  static void path(const float* const* x, int count, int64_t steps, int L, int KV, int V, const float* blocked,
+                   const int64_t* overlap, ViterbiScratch* ws, uint32_t* const* out) {
+    if (count == 2) {
+      paths<2>(x, steps, L, KV, V, blocked, overlap, ws, out);
+    } else {
+      paths<1>(x, steps, L, KV, V, blocked, overlap, ws, out);
     }
   }
 };

@@ -22,13 +22,17 @@ inline bool viterbi_vector_covers(int L, int KV, int lanes) { return (int64_t{1}
 // their second values, so that one step reads one contiguous stream instead of two.
 std::vector<float> viterbi_blocked_table(const float* v0, const float* v1, int L, int V, int lanes);
 
-// Same contract and bit-identical result as the scalar viterbi_path in viterbi.cpp: the best state of each
-// of `steps` steps of x (steps * V values); overlap >= 0 constrains the first state's top L-KV bits and the
-// last state's low L-KV bits (second tail-biting pass). `blocked` is viterbi_blocked_table for the kernel's
+// The kernels solve up to this many sequences in one sweep over the state table.
+constexpr int kViterbiSequences = 2;
+
+// For each of `count` (1..kViterbiSequences) sequences, the same contract and bit-identical result as the
+// scalar viterbi_path in viterbi.cpp: the best state of each of `steps` steps of x[i] (steps * V values) in
+// path[i]; overlap[i] >= 0 constrains the first state's top L-KV bits and the last state's low L-KV bits
+// (second tail-biting pass). ws: one scratch per sequence. `blocked` is viterbi_blocked_table for the kernel's
 // lanes. Only call at the kernel's level (dispatch.h) and when it covers (L, KV).
-void viterbi_path_avx2(const float* x, int64_t steps, int L, int KV, int V, const float* blocked, int64_t overlap,
-                       ViterbiScratch& ws, uint32_t* path);
-void viterbi_path_avx512(const float* x, int64_t steps, int L, int KV, int V, const float* blocked,
-                         int64_t overlap, ViterbiScratch& ws, uint32_t* path);
+void viterbi_paths_avx2(const float* const* x, int count, int64_t steps, int L, int KV, int V, const float* blocked,
+                        const int64_t* overlap, ViterbiScratch* ws, uint32_t* const* path);
+void viterbi_paths_avx512(const float* const* x, int count, int64_t steps, int L, int KV, int V,
+                          const float* blocked, const int64_t* overlap, ViterbiScratch* ws, uint32_t* const* path);
 
 }  // namespace qtip

@@ -31,7 +31,7 @@ void rht_rows(const at::Tensor& x, const at::Tensor& signs, bool transpose, doub
   } else if (level >= CpuLevel::AVX2) {
     rht_rows_avx2(xp, sp, rows, n, K, H, transpose, factor, op);
   } else {
-    rht_rows_impl<T>(xp, sp, rows, n, K, H, transpose, factor, op);
+    rht_rows_impl<T, 16>(xp, sp, rows, n, K, H, transpose, factor, op);
   }
 }
 

@@ -15,11 +15,11 @@
 namespace qtip {
 void rht_rows_avx512(const float* x, const float* signs, int64_t rows, int64_t n, int K, const int8_t* H,
                    bool transpose, float factor, float* out) {
-  rht_rows_impl<float>(x, signs, rows, n, K, H, transpose, factor, out);
+  rht_rows_impl<float, 64>(x, signs, rows, n, K, H, transpose, factor, out);
 }
 void rht_rows_avx512(const double* x, const double* signs, int64_t rows, int64_t n, int K, const int8_t* H,
                    bool transpose, double factor, double* out) {
-  rht_rows_impl<double>(x, signs, rows, n, K, H, transpose, factor, out);
+  rht_rows_impl<double, 64>(x, signs, rows, n, K, H, transpose, factor, out);
 }
 }  // namespace qtip
 #pragma GCC pop_options

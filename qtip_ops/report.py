@@ -2,8 +2,8 @@
 QTIP and with round-to-nearest at the same bits, and prints bits/weight, size on disk and perplexity on text
 not used for calibration, next to the fp32 model, with the wall time of every stage and the peak memory.
 
-Defaults are sized to finish in minutes on 2 CPU cores (L=12, K=2, a small calibration set). The paper's
-settings are `--L 16 --bits 2 3 4 --samples 256 --seqlen 2048` (hours on a CPU).
+Defaults are sized to finish in minutes on 2 CPU cores (L=12, K=2, 3 and 4, a small calibration set). The
+paper's settings are `--L 16 --samples 256 --seqlen 2048` (hours on a CPU).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m qtip_ops.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="HF directory or .gguf (default: the bundled SmolLM2-135M-Instruct)")
-    p.add_argument("--bits", type=int, nargs="+", default=[2], help="K values (default 2)")
+    p.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4], help="K values (default 2 3 4)")
     p.add_argument("--L", type=int, default=12, help="trellis state bits (default 12; the paper uses 16)")
     p.add_argument("--mode", default="hyb", choices=MODES)
     p.add_argument("--samples", type=int, default=32, help="calibration windows (default 32)")

@@ -39,11 +39,11 @@ def assert_identical(results):
 
 
 # (mode, L, K, V): the shipped HYB configuration at every K the AVX-512 HYB kernel specialises (1..4), HYB at
-# L < 16, every K*V the AVX2 kernels special-case (1, 2 and >= 3 bits per step), both table layouts, and the
-# computed codes.
+# L < 16, every K*V the AVX2 kernels special-case (1, 2 and >= 3 bits per step), both table layouts, the
+# computed codes, and Viterbi trellises with as few predecessor groups as a vector has lanes (16 and 8).
 CODES = [("hyb", 16, 2, 2), ("hyb", 16, 3, 2), ("hyb", 16, 4, 2), ("hyb", 10, 1, 2), ("hyb", 12, 4, 2),
          ("lut", 10, 1, 2), ("lut", 12, 2, 1), ("1mad", 12, 2, 1), ("2mad", 11, 1, 1), ("3inst", 13, 4, 1),
-         ("lut", 16, 7, 2)]
+         ("lut", 16, 7, 2), ("1mad", 10, 6, 1), ("lut", 9, 3, 2)]
 
 
 @needs_vector

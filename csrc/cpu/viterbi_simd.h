@@ -65,9 +65,9 @@ struct ViterbiSimd {
 
   // Step t of P sequences at once, each fused with its predecessor minimum of step t+1: next[p][g] = min over d
   // of cost_t(g + d*G) for sequence p. Each block of state values is loaded once for the P sequences (the
-  // sweep is bound by reading the state table, 512 KiB at L=16), and four W-lane blocks of groups at a time
-  // keep four independent min chains per sequence.
-  template <int V, bool kOneGroup, int P>
+  // sweep is bound by reading the state table, 512 KiB at L=16), and kChains W-lane blocks of groups at a time
+  // keep that many independent min chains per sequence (four, or fewer when there are fewer groups).
+  template <int V, bool kOneGroup, int P, int kChains>
   static void fused_step(const float* const* prev, const float* blocked, int L, int KV, const float* const* xt,
                          float* const* next) {
     const int64_t G = int64_t{1} << (L - KV);
@@ -75,10 +75,10 @@ struct ViterbiSimd {
     F a[P], b[P];
     for (int p = 0; p < P; ++p) a[p] = Simd::set1(xt[p][0]), b[p] = Simd::set1(V == 2 ? xt[p][1] : 0.0f);
     const I lane_group = Simd::lane_groups(KV);
-    for (int64_t g0 = 0; g0 < G; g0 += 4 * W) {
-      F best[P][4];
+    for (int64_t g0 = 0; g0 < G; g0 += kChains * W) {
+      F best[P][kChains];
       for (int d = 0; d < fan; ++d) {
-        for (int k = 0; k < 4; ++k) {
+        for (int k = 0; k < kChains; ++k) {
           const int64_t s0 = g0 + W * k + d * G;
           const float* blk = blocked + s0 * V;
           const F v0 = Simd::load(blk), v1 = V == 2 ? Simd::load(blk + W) : v0;
@@ -89,7 +89,7 @@ struct ViterbiSimd {
         }
       }
       for (int p = 0; p < P; ++p)
-        for (int k = 0; k < 4; ++k) Simd::store(next[p] + g0 + W * k, best[p][k]);
+        for (int k = 0; k < kChains; ++k) Simd::store(next[p] + g0 + W * k, best[p][k]);
     }
   }
 
@@ -162,7 +162,13 @@ struct ViterbiSimd {
       const float* xt[P];
       float* next[P];
       for (int p = 0; p < P; ++p) prev[p] = hot[p][t & 1], next[p] = hot[p][(t + 1) & 1], xt[p] = x[p] + t * V;
-      fused_step<V, kOneGroup, P>(prev, blocked, L, KV, xt, next);
+      if (G >= 4 * W) {
+        fused_step<V, kOneGroup, P, 4>(prev, blocked, L, KV, xt, next);
+      } else if (G >= 2 * W) {
+        fused_step<V, kOneGroup, P, 2>(prev, blocked, L, KV, xt, next);
+      } else {
+        fused_step<V, kOneGroup, P, 1>(prev, blocked, L, KV, xt, next);
+      }
       for (int p = 0; p < P; ++p) {
         std::fill(next[p] + G, next[p] + stride, 0.0f);
         float* row = history[p] + (t + 1) * stride;

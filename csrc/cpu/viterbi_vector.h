@@ -14,9 +14,8 @@ struct ViterbiScratch {
   std::vector<float> mins, cost, hot;
 };
 
-// A kernel of `lanes` lanes sweeps four blocks of lanes groups at a time, so it needs 2^(L-KV) >= 4 * lanes
-// predecessor groups.
-inline bool viterbi_vector_covers(int L, int KV, int lanes) { return (int64_t{1} << (L - KV)) >= 4 * lanes; }
+// A kernel of `lanes` lanes sweeps blocks of `lanes` predecessor groups, so it needs 2^(L-KV) >= lanes groups.
+inline bool viterbi_vector_covers(int L, int KV, int lanes) { return (int64_t{1} << (L - KV)) >= lanes; }
 
 // The state values for a kernel of `lanes` lanes: in blocks of `lanes` states, their first values then (V=2)
 // their second values, so that one step reads one contiguous stream instead of two.

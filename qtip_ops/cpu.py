@@ -25,7 +25,7 @@ def _lib() -> ctypes.CDLL:
     lib.qtip_set_cpu_path.argtypes = [ctypes.c_int]
     lib.qtip_set_cpu_path.restype = ctypes.c_int
     lib.qtip_cpu_level.restype = ctypes.c_int
-    lib.qtip_cpu_max_level.restype = ctypes.c_int
+    lib.qtip_cpu_allowed_level.restype = ctypes.c_int
     return lib
 
 
@@ -34,18 +34,19 @@ def _name(level: int) -> str:
 
 
 def available_cpu_paths() -> list[str]:
-    """The paths this CPU can run, fastest first, e.g. ["avx512", "avx2", "scalar"]."""
-    return list(reversed(PATHS[: _lib().qtip_cpu_max_level()]))
+    """The paths this CPU can run and the environment allows, fastest first, e.g. ["avx512", "avx2", "scalar"]."""
+    return list(reversed(PATHS[: _lib().qtip_cpu_allowed_level()]))
 
 
 def set_cpu_path(path: str) -> str:
     """Caps the CPU kernels at `path` ("scalar", "avx2", "avx512") or lifts the cap ("auto").
 
-    Returns the previous setting. A path this CPU cannot run raises ValueError."""
+    Returns the previous setting. A path this CPU cannot run, or the environment caps, raises ValueError."""
     if path not in _LEVEL:
         raise ValueError(f"cpu path must be one of {sorted(_LEVEL)}, got {path!r}")
     if path != "auto" and path not in available_cpu_paths():
-        raise ValueError(f"cpu path {path!r} is not supported by this CPU; it runs {available_cpu_paths()}")
+        raise ValueError(f"cpu path {path!r} is not available (this CPU, capped by QTIP_CPU_PATH or "
+                         f"QTIP_FORCE_SCALAR, runs {available_cpu_paths()})")
     return _name(_lib().qtip_set_cpu_path(_LEVEL[path]))
 
 

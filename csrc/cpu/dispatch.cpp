@@ -42,11 +42,16 @@ CpuLevel cpu_max_level() {
 #endif
 }
 
+CpuLevel cpu_allowed_level() {
+  const int cap = environment_cap();
+  const int level = static_cast<int>(cpu_max_level());
+  return static_cast<CpuLevel>(cap != 0 ? std::min(level, cap) : level);
+}
+
 CpuLevel cpu_level() {
-  int level = static_cast<int>(cpu_max_level());
-  for (int cap : {g_cap.load(std::memory_order_relaxed), environment_cap()})
-    if (cap != 0) level = std::min(level, cap);
-  return static_cast<CpuLevel>(level);
+  const int cap = g_cap.load(std::memory_order_relaxed);
+  const int level = static_cast<int>(cpu_allowed_level());
+  return static_cast<CpuLevel>(cap != 0 ? std::min(level, cap) : level);
 }
 
 }  // namespace qtip
@@ -58,4 +63,4 @@ extern "C" int qtip_set_cpu_path(int level) {
 
 extern "C" int qtip_cpu_level() { return static_cast<int>(qtip::cpu_level()); }
 
-extern "C" int qtip_cpu_max_level() { return static_cast<int>(qtip::cpu_max_level()); }
+extern "C" int qtip_cpu_allowed_level() { return static_cast<int>(qtip::cpu_allowed_level()); }

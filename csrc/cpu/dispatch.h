@@ -15,9 +15,12 @@ enum class CpuLevel : int { SCALAR = 1, AVX2 = 2, AVX512 = 3 };
 // The highest level this CPU supports (and this build compiled in).
 CpuLevel cpu_max_level();
 
-// The level the kernels may use now: cpu_max_level() capped by qtip_set_cpu_path and by the environment
-// (QTIP_CPU_PATH=scalar|avx2|avx512|auto, or the older QTIP_FORCE_SCALAR=1), read at every call so that a
-// switch takes effect between two calls without reloading anything.
+// cpu_max_level() capped by the environment (QTIP_CPU_PATH=scalar|avx2|avx512|auto, or the older
+// QTIP_FORCE_SCALAR=1), read at every call: the levels a process may select.
+CpuLevel cpu_allowed_level();
+
+// The level the kernels may use now: cpu_allowed_level() capped by qtip_set_cpu_path, so that a switch takes
+// effect between two calls without reloading anything.
 CpuLevel cpu_level();
 
 inline bool use_avx2() { return cpu_level() >= CpuLevel::AVX2; }
@@ -31,5 +34,5 @@ inline bool use_avx512() { return cpu_level() >= CpuLevel::AVX512; }
 extern "C" int qtip_set_cpu_path(int level);
 // The level the next kernel call may use (1, 2 or 3).
 extern "C" int qtip_cpu_level();
-// The highest level this CPU supports (1, 2 or 3).
-extern "C" int qtip_cpu_max_level();
+// The highest level this CPU supports and the environment allows (1, 2 or 3).
+extern "C" int qtip_cpu_allowed_level();

@@ -4,7 +4,8 @@
     python bench/run.py --quick    # 4096x4096 only, fewer Viterbi tiles, no model quantization
     python bench/run.py --only model --path avx2   # one table, on the AVX2 kernels
 
-Tables: gemv (HYB, L=16, K=2,3,4) against torch F.linear in fp32 and bf16; viterbi_quantize tiles/s against
+Tables: gemv (HYB, L=16, K=2,3,4) against torch F.linear in fp32 and bf16; the peak memory a gemv call adds
+against the dense weight's size; viterbi_quantize tiles/s against
 reference.py; rht against a dense matmul by Had_n; and the end-to-end quantization of the bundled SmolLM2.
 Ratios > 1 mean qtip_ops is faster. Timings are medians of repeated calls, so a busy machine shows up as
 noise, not as a bias of one side.
@@ -106,6 +107,34 @@ def bench_rht() -> None:
     table("rht against a dense matmul by Had_n (fp32)", ["n", "rows", "qtip rht ms", "dense ms", "speed-up"], rows)
 
 
+_MEMORY_PROBE = """
+import resource, sys, torch, qtip_ops
+m, n, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+packed = torch.randint(-2**15, 2**15, ((m // 16) * (n // 16), 32), dtype=torch.int16)
+x, tlut = torch.randn(batch, n), qtip_ops.default_hyb_tlut()
+qtip_ops.gemv(x[:1, :16], packed[:1], 16, 16, 16, 2, 2, "hyb", tlut)  # load everything once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+qtip_ops.gemv(x, packed, m, n, 16, 2, 2, "hyb", tlut)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def bench_memory() -> None:
+    """Peak memory a gemv call adds (max RSS of a fresh process, after a warm-up call), against the size of the
+    dense fp32 weight it stands for: fused batches must not allocate anything of the order of m*n."""
+    m = n = 8192
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(_HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    rows = []
+    for batch in (1, 16, 64, 65):
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(m), str(n), str(batch)], env=env,
+                             capture_output=True, text=True, check=True)
+        grown = int(out.stdout.strip().splitlines()[-1])
+        rows.append([f"{m}x{n}", str(batch), "fused" if batch <= 64 else "decode + GEMM", f"{grown / 2**20:.1f}",
+                     f"{m * n * 4 / 2**20:.0f}"])
+    table("gemv peak memory growth (HYB K=2, fresh process)",
+          ["W (m x n)", "batch", "path", "peak RSS growth MiB", "dense fp32 W MiB"], rows)
+
+
 def bench_quantize_model() -> None:
     """End-to-end quantization of the bundled SmolLM2-135M at K=2, L=16 with the CLI's defaults (calibration
     included), in a fresh process: what `python -m qtip_ops.quantize` costs a user."""
@@ -130,7 +159,7 @@ def bench_quantize_model() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4096x4096 only and fewer Viterbi tiles")
-    parser.add_argument("--only", choices=["gemv", "viterbi", "rht", "model"], help="one table only")
+    parser.add_argument("--only", choices=["gemv", "memory", "viterbi", "rht", "model"], help="one table only")
     parser.add_argument("--path", choices=["auto", *qtip_ops.available_cpu_paths()], default="auto",
                         help="cap the CPU kernels (default: the fastest this CPU has)")
     args = parser.parse_args()
@@ -139,6 +168,8 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.only in (None, "gemv"):
         bench_gemv(GEMV_SHAPES[:1] if args.quick else GEMV_SHAPES)
+    if args.only in (None, "memory"):
+        bench_memory()
     if args.only in (None, "viterbi"):
         bench_viterbi(8 if args.quick else 32)
     if args.only in (None, "rht"):

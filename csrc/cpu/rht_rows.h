@@ -14,22 +14,34 @@
 namespace qtip {
 namespace {
 
-// In-place unnormalised Walsh-Hadamard transform (Sylvester order) of a[0..m), m a power of two.
+// In-place unnormalised Walsh-Hadamard transform (Sylvester order) of a[0..m), m a power of two. Radix-4: each
+// pass does the radix-2 stages h and 2h together on quadruples (j, j+h, j+2h, j+3h), with the very same
+// additions as two radix-2 passes (so the same result) but half the passes over the data; a last radix-2 pass
+// when log2(m) is odd.
 template <typename T>
 void fwht(T* a, int64_t m) {
-  for (int64_t h = 1; h < m; h <<= 1) {
-    for (int64_t i = 0; i < m; i += 2 * h) {
+  int64_t h = 1;
+  for (; 4 * h <= m; h *= 4) {
+    for (int64_t i = 0; i < m; i += 4 * h) {
       for (int64_t j = i; j < i + h; ++j) {
-        const T u = a[j], v = a[j + h];
-        a[j] = u + v;
-        a[j + h] = u - v;
+        const T s0 = a[j] + a[j + h], d0 = a[j] - a[j + h];
+        const T s1 = a[j + 2 * h] + a[j + 3 * h], d1 = a[j + 2 * h] - a[j + 3 * h];
+        a[j] = s0 + s1;
+        a[j + h] = d0 + d1;
+        a[j + 2 * h] = s0 - s1;
+        a[j + 3 * h] = d0 - d1;
       }
+    }
+  }
+  if (2 * h <= m) {
+    for (int64_t j = 0; j < h; ++j) {
+      const T u = a[j], v = a[j + h];
+      a[j] = u + v;
+      a[j + h] = u - v;
     }
   }
 }
 
-// out[r] = factor * (x[r] * signs) @ (H_K kron S_{n/K}) (or its transpose) for each of `rows` rows of n; signs may
-// be null. H: H_K row-major as +-1.
 constexpr int kOutputs = 4;  // outputs (rows of H_K) of the H_K stage computed together
 
 // kLanes values of T with elementwise + and * by a scalar: one register of the level the file is built for

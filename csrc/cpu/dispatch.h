@@ -23,9 +23,6 @@ CpuLevel cpu_allowed_level();
 // effect between two calls without reloading anything.
 CpuLevel cpu_level();
 
-inline bool use_avx2() { return cpu_level() >= CpuLevel::AVX2; }
-inline bool use_avx512() { return cpu_level() >= CpuLevel::AVX512; }
-
 }  // namespace qtip
 
 // C entry points (for ctypes: the library is loaded with torch.ops.load_library, not as a Python module).

@@ -1,5 +1,5 @@
 // Entry points of the AVX2 gemv and bitshift_decode kernels (gemv_avx2.cpp, decode_avx2.cpp). Call them only
-// when dispatch.h's use_avx2() is true; each returns false, having done nothing, for a code it does not
+// when dispatch.h's cpu_level() is at least AVX2; each returns false, having done nothing, for a code it does not
 // cover, and the caller then runs its scalar kernel.
 #pragma once
 

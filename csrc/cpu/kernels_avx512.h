@@ -1,5 +1,5 @@
 // Entry points of the AVX-512 kernels (gemv_avx512.cpp). Call them only when dispatch.h's
-// use_avx512() is true; each returns false, having done nothing, for a code it does not cover (see
+// cpu_level() is AVX512; each returns false, having done nothing, for a code it does not cover (see
 // hyb_avx512.h: HYB with K <= 4, Q <= 9 and an fp16-exact table), and the caller then runs another kernel.
 #pragma once
 

@@ -1,8 +1,8 @@
 // The vectorised Viterbi recursion, written once over a SIMD type so that the AVX2 (8 lanes) and AVX-512 (16
-// lanes) kernels are the same code (see viterbi_avx2.h for the contract). Include only from a *_avx2.cpp or
+// lanes) kernels are the same code (see viterbi_vector.h for the contract). Include only from a *_avx2.cpp or
 // *_avx512.cpp file, after its target pragma and the definition of its Simd type; everything here has internal
 // linkage. A Simd type provides W (lanes), F (float vector), I (int vector) and set1, load, store, stream
-// (non-temporal store to a W*4-byte aligned address), add, sub, mul, min (min(a, b) = a < b ? a : b),
+// (non-temporal store to a W*4-byte aligned address), fence, add, sub, mul, min (min(a, b) = a < b ? a : b),
 // broadcast, lane_groups(KV) (lane >> KV) and permute(v, idx).
 //
 // The scalar kernel materialises each step's 2^L path costs and then takes the minimum over each group's

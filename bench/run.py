@@ -5,8 +5,8 @@
     python bench/run.py --only model --path avx2   # one table, on the AVX2 kernels
 
 Tables: gemv (HYB, L=16, K=2,3,4) against torch F.linear in fp32 and bf16; the peak memory a gemv call adds
-against the dense weight's size; viterbi_quantize tiles/s against
-reference.py; rht against a dense matmul by Had_n; and the end-to-end quantization of the bundled SmolLM2.
+against the dense weight's size; viterbi_quantize tiles/s against reference.py; rht against a dense matmul by
+Had_n; and the end-to-end quantization of the bundled SmolLM2.
 Ratios > 1 mean qtip_ops is faster. Timings are medians of repeated calls, so a busy machine shows up as
 noise, not as a bias of one side.
 """
@@ -107,6 +107,11 @@ def bench_rht() -> None:
     table("rht against a dense matmul by Had_n (fp32)", ["n", "rows", "qtip rht ms", "dense ms", "speed-up"], rows)
 
 
+def child_environment() -> dict:
+    """The environment of a benchmark subprocess: this checkout's qtip_ops first, as in this process."""
+    return dict(os.environ, PYTHONPATH=os.path.dirname(_HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 _MEMORY_PROBE = """
 import resource, sys, torch, qtip_ops
 m, n, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -123,7 +128,7 @@ def bench_memory() -> None:
     """Peak memory a gemv call adds (max RSS of a fresh process, after a warm-up call), against the size of the
     dense fp32 weight it stands for: fused batches must not allocate anything of the order of m*n."""
     m = n = 8192
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(_HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_environment()
     rows = []
     for batch in (1, 16, 64, 65):
         out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(m), str(n), str(batch)], env=env,
@@ -143,7 +148,7 @@ def bench_quantize_model() -> None:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "qtip_ops.quantize", str(bundled_model_path()), "--bits", "2", "--L", str(L),
                "--out", out, "--quiet"]
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(_HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = child_environment()
         start = time.perf_counter()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start

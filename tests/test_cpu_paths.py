@@ -33,8 +33,9 @@ def on_every_path(fn):
 def assert_identical(results):
     """Every path's result equals the scalar kernels' bit for bit."""
     scalar = results["scalar"]
+    as_tuple = lambda r: r if isinstance(r, tuple) else (r,)  # noqa: E731
     for path, result in results.items():
-        for x, y in zip(result if isinstance(result, tuple) else (result,), scalar if isinstance(scalar, tuple) else (scalar,)):
+        for x, y in zip(as_tuple(result), as_tuple(scalar)):
             assert torch.equal(x, y), f"the {path} kernels differ from the scalar ones"
 
 

@@ -42,17 +42,15 @@ CpuLevel cpu_max_level() {
 #endif
 }
 
-CpuLevel cpu_allowed_level() {
-  const int cap = environment_cap();
-  const int level = static_cast<int>(cpu_max_level());
-  return static_cast<CpuLevel>(cap != 0 ? std::min(level, cap) : level);
+namespace {
+CpuLevel capped(CpuLevel level, int cap) {  // cap 0: none
+  return cap != 0 ? static_cast<CpuLevel>(std::min(static_cast<int>(level), cap)) : level;
 }
+}  // namespace
 
-CpuLevel cpu_level() {
-  const int cap = g_cap.load(std::memory_order_relaxed);
-  const int level = static_cast<int>(cpu_allowed_level());
-  return static_cast<CpuLevel>(cap != 0 ? std::min(level, cap) : level);
-}
+CpuLevel cpu_allowed_level() { return capped(cpu_max_level(), environment_cap()); }
+
+CpuLevel cpu_level() { return capped(cpu_allowed_level(), g_cap.load(std::memory_order_relaxed)); }
 
 }  // namespace qtip
 

@@ -105,7 +105,8 @@ void gemv_decode_then_gemm(const at::Tensor& x, const uint16_t* packed, int64_t 
     const int64_t first = row0 / kTile * tile_cols, tiles = rows / kTile * tile_cols;
     const uint16_t* p = packed + first * words;
     if (!(level >= CpuLevel::AVX512 && decode_tiles_avx512(p, tiles, c, seq.data())) &&
-        !(level >= CpuLevel::AVX2 && bitshift_decode_avx2(p, tiles, words, kTileWeights, true, c, values.v0, seq.data())))
+        !(level >= CpuLevel::AVX2 &&
+          bitshift_decode_avx2(p, tiles, words, kTileWeights, true, c, values.v0, seq.data())))
       decode_tiles_scalar(packed, first, tiles, c, *values.table, seq.data());
     at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {

@@ -176,14 +176,12 @@ void gemv_tiles(const float* x, int64_t R, const uint16_t* packed, int64_t m, in
   constexpr int64_t kXsPerCol = kPairs ? kPairXs : kTileXs, kAccs = kPairs ? kTileSteps : kTileAccs;
   const int64_t tile_cols = n / 16, words = 16 * K, xs_row = tile_cols * kXsPerCol;
   std::vector<float> xs(R * xs_row);
-  int step_of_lane[16];
-  for (int l = 0; l < 16; ++l) step_of_lane[l] = 8 * (l >> 3) + kPairLane[l & 7];
-  for (int64_t r = 0; r < R; ++r) {
-    if constexpr (kPairs) {
-      rearrange_pair_x(x + r * n, n, step_of_lane, xs.data() + r * xs_row);
-    } else {
-      rearrange_x(x + r * n, n, xs.data() + r * xs_row);
-    }
+  if constexpr (kPairs) {
+    int step_of_lane[16];
+    for (int l = 0; l < 16; ++l) step_of_lane[l] = 8 * (l >> 3) + kPairLane[l & 7];
+    for (int64_t r = 0; r < R; ++r) rearrange_pair_x(x + r * n, n, step_of_lane, xs.data() + r * xs_row);
+  } else {
+    for (int64_t r = 0; r < R; ++r) rearrange_x(x + r * n, n, xs.data() + r * xs_row);
   }
   at::parallel_for(0, m / 16, 1, [&](int64_t begin, int64_t end) {
     alignas(32) uint8_t bytes[2 * 16 * 8 + 8];

@@ -20,7 +20,6 @@ namespace qtip {
 namespace {
 
 constexpr int64_t kChunkTiles = 16;  // tiles decoded at a time for batches > 1 (16 KiB of weights)
-constexpr int kTileVectors512 = 16;  // fp32 vectors of 16 per decoded tile
 
 // Batch 1: the 8 accumulators stay in registers across the tile row.
 template <int K>
@@ -69,7 +68,7 @@ void row_batched(const HybAvx512& d, const uint16_t* row_tiles, int64_t tile_col
   for (int64_t j0 = 0; j0 < tile_cols; j0 += kChunkTiles) {
     const int64_t count = std::min(kChunkTiles, tile_cols - j0);
     for (int64_t j = 0; j < count; ++j)
-      decode_tile_vectors<K>(d, row_tiles + (j0 + j) * 16 * K, w + j * kTileVectors512 * 16);
+      decode_tile_vectors<K>(d, row_tiles + (j0 + j) * 16 * K, w + j * kTileWeights);
     for (int64_t r = 0; r < R; ++r) {
       float* ar = acc + r * kTileSteps;
       __m512 a[8];
@@ -77,7 +76,7 @@ void row_batched(const HybAvx512& d, const uint16_t* row_tiles, int64_t tile_col
       for (int64_t j = 0; j < count; ++j) {
         const float* xj = xs + r * xs_row + (j0 + j) * kPairXs;
         const __m512 x0 = _mm512_loadu_ps(xj), x1 = _mm512_loadu_ps(xj + 16);
-        const float* wj = w + j * kTileVectors512 * 16;
+        const float* wj = w + j * kTileWeights;
         for (int q = 0; q < 8; ++q) {
           a[q] = _mm512_fmadd_ps(_mm512_loadu_ps(wj + 32 * q), x0, a[q]);
           a[q] = _mm512_fmadd_ps(_mm512_loadu_ps(wj + 32 * q + 16), x1, a[q]);
@@ -103,7 +102,7 @@ void gemv_hyb(const HybAvx512& d, const float* x, int64_t R, const uint16_t* pac
   at::parallel_for(0, m / 16, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> w;
     std::vector<float> acc;
-    if (R > 1) w.resize(kChunkTiles * kTileVectors512 * 16), acc.resize(R * kTileSteps);
+    if (R > 1) w.resize(kChunkTiles * kTileWeights), acc.resize(R * kTileSteps);
     for (int64_t i = begin; i < end; ++i) {
       const uint16_t* row_tiles = packed + i * tile_cols * 16 * K;
       if (R == 1) {
@@ -139,36 +138,36 @@ void decode_tiles(const HybAvx512& d, const uint16_t* packed, int64_t tiles, flo
   });
 }
 
-// Runs fn.template operator()<K>() for the code's K (1..4).
+// For a code the register kernel covers: fn(decoder, K as an integral_constant 1..4); false (fn not run) for any
+// other code, or a table that is not exactly fp16.
 template <typename Fn>
-void with_k(int K, Fn&& fn) {
-  switch (K) {
-    case 1: fn(std::integral_constant<int, 1>()); break;
-    case 2: fn(std::integral_constant<int, 2>()); break;
-    case 3: fn(std::integral_constant<int, 3>()); break;
-    case 4: fn(std::integral_constant<int, 4>()); break;
+bool with_hyb_decoder(const Code& c, Fn&& fn) {
+  if (!hyb_avx512_covers(c)) return false;
+  const std::vector<uint16_t> halves = hyb_table_halves(c);
+  if (halves.empty()) return false;
+  const HybAvx512 d(c, halves);
+  switch (c.K) {
+    case 1: fn(d, std::integral_constant<int, 1>()); break;
+    case 2: fn(d, std::integral_constant<int, 2>()); break;
+    case 3: fn(d, std::integral_constant<int, 3>()); break;
+    case 4: fn(d, std::integral_constant<int, 4>()); break;
   }
+  return true;
 }
 
 }  // namespace
 
 bool gemv_fused_avx512(const float* x, int64_t R, const uint16_t* packed, int64_t m, int64_t n, const Code& c,
                        float* y) {
-  if (!hyb_avx512_covers(c)) return false;
-  const std::vector<uint16_t> halves = hyb_table_halves(c);
-  if (halves.empty()) return false;
-  const HybAvx512 d(c, halves);
-  with_k(c.K, [&](auto k) { gemv_hyb<decltype(k)::value>(d, x, R, packed, m, n, y); });
-  return true;
+  return with_hyb_decoder(c, [&](const HybAvx512& d, auto k) {
+    gemv_hyb<decltype(k)::value>(d, x, R, packed, m, n, y);
+  });
 }
 
 bool decode_tiles_avx512(const uint16_t* packed, int64_t tiles, const Code& c, float* out) {
-  if (!hyb_avx512_covers(c)) return false;
-  const std::vector<uint16_t> halves = hyb_table_halves(c);
-  if (halves.empty()) return false;
-  const HybAvx512 d(c, halves);
-  with_k(c.K, [&](auto k) { decode_tiles<decltype(k)::value>(d, packed, tiles, out); });
-  return true;
+  return with_hyb_decoder(c, [&](const HybAvx512& d, auto k) {
+    decode_tiles<decltype(k)::value>(d, packed, tiles, out);
+  });
 }
 
 }  // namespace qtip

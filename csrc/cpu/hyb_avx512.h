@@ -46,7 +46,6 @@ inline std::vector<uint16_t> hyb_table_halves(const Code& c) {
 }
 
 struct HybAvx512 {
-  int K;
   __m512i plane[4][4][2];        // [plane][chunk][half]: 64 table bytes each (plane 0/1: element 0 low/high)
   __m512i first[4], second[4];   // per 32-state vector of a tile: byte indices of each window's two 16-bit words
   __m512i offset[4];             // and the window's bit offset inside the first word
@@ -54,7 +53,7 @@ struct HybAvx512 {
   __m128i state_shift, row_shift;
   __m512i row_mask;
 
-  HybAvx512(const Code& c, const std::vector<uint16_t>& halves) : K(c.K) {
+  HybAvx512(const Code& c, const std::vector<uint16_t>& halves) {
     alignas(64) uint8_t bytes[4][512] = {};
     for (int64_t i = 0; i < (int64_t{1} << c.Q); ++i) {
       for (int e = 0; e < 2; ++e) {

@@ -52,8 +52,8 @@ void viterbi_paths_avx512(const float* const* x, int count, int64_t steps, int L
 #else  // no x86-64 build: dispatch.h never selects this path
 
 namespace qtip {
-void viterbi_paths_avx512(const float* const*, int, int64_t, int, int, int, const float*, const int64_t*, ViterbiScratch*,
-                          uint32_t* const*) {}
+void viterbi_paths_avx512(const float* const*, int, int64_t, int, int, int, const float*, const int64_t*,
+                          ViterbiScratch*, uint32_t* const*) {}
 }  // namespace qtip
 
 #endif

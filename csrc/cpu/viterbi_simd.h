@@ -176,8 +176,10 @@ struct ViterbiSimd {
       }
     }
     Simd::fence();  // orders the streamed history before the reads below (same thread: for form's sake)
-    for (int p = 0; p < P; ++p) backtrack<V, kOneGroup>(x[p], steps, L, KV, blocked, overlap[p], hot[p][(steps - 1) & 1],
-                                                        history[p], stride, ws[p], path[p]);
+    for (int p = 0; p < P; ++p) {
+      backtrack<V, kOneGroup>(x[p], steps, L, KV, blocked, overlap[p], hot[p][(steps - 1) & 1], history[p], stride,
+                              ws[p], path[p]);
+    }
   }
 
   // The best last state, then each step's best predecessor: the smallest d minimising step t-1's cost over the
